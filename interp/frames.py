@@ -16,8 +16,10 @@ from interp.sampling import TOP_CANDIDATES, entropy
 STAGES = ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
 
 
-def slice_capture(cap: Capture, b: int, n: int, model) -> dict[str, torch.Tensor]:
-    """Prompt `b`'s tensors, dropping right padding (queries and keys beyond `n`)."""
+def slice_capture(cap: Capture, b: int, n: int, model, keys: int | None = None):
+    """Prompt `b`'s tensors: `n` query positions and `keys` key positions (default `n`; a
+    KV-cache step has one query and every earlier key)."""
+    keys = keys or n
     out: dict[str, torch.Tensor] = {}
     layers = range(model.cfg.n_layers)
     if cap.resid_pre:
@@ -31,7 +33,6 @@ def slice_capture(cap: Capture, b: int, n: int, model) -> dict[str, torch.Tensor
         )
         out["z"] = torch.stack([cap.z[i][b, :n] for i in layers])
     if cap.key_mass:
-        keys = n if cap.key_mass[0].shape[-1] > n else cap.key_mass[0].shape[-1]
         out["key_mass"] = torch.stack([cap.key_mass[i][b, :, :keys] for i in layers])
         out["query_entropy"] = torch.stack([cap.query_entropy[i][b, :, :n] for i in layers])
         out["top_weights"] = torch.stack([cap.top_sources[i][0][b, :, :n] for i in layers])

@@ -42,7 +42,7 @@ class PromptRecord:
 
 def trace(
     model,
-    prompts: str | Sequence[str] | torch.Tensor,
+    prompts: str | Sequence[str] | torch.Tensor | Sequence[torch.Tensor],
     *,
     max_new_tokens: int = 0,
     sampling: Sampling | None = None,
@@ -160,16 +160,18 @@ def _parse_capture(model, capture: Iterable[str]) -> tuple[set[str], list[str]]:
 
 def _sequences(model, prompts) -> list[torch.Tensor]:
     if isinstance(prompts, torch.Tensor):
-        ids = prompts if prompts.ndim == 2 else prompts[None]
-        if ids.numel() == 0:
-            raise InterpError("the prompt is empty")
-        if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
-            raise InterpError(f"token ids must lie in [0, {model.cfg.d_vocab})")
-        return [row.long() for row in ids]
-    texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not texts:
+        prompts = list(prompts) if prompts.ndim == 2 else [prompts]
+    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not items:
         raise InterpError("no prompts given")
-    return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in texts]
+    if isinstance(items[0], torch.Tensor):
+        for ids in items:
+            if ids.numel() == 0:
+                raise InterpError("the prompt is empty")
+            if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
+                raise InterpError(f"token ids must lie in [0, {model.cfg.d_vocab})")
+        return [ids.long() for ids in items]
+    return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
 
 
 def _cfg_summary(model) -> dict:
@@ -276,7 +278,7 @@ class _Runner:
             capture, raw_step, logits, past = self._forward(
                 torch.tensor([[token]]), torch.tensor([[0]]), past
             )
-            parts.append(frames.slice_capture(capture, 0, 1, self.model))
+            parts.append(frames.slice_capture(capture, 0, 1, self.model, keys=len(ids)))
             step_logits.append(logits[0, -1])
             held, mha = kv_cache_bytes(self.model.cfg, len(ids))
             record.kv_cache.append(

@@ -49,12 +49,14 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
         pattern = pattern.detach()
         if keep_full:
             cap.patterns[layer] = pattern.clone()
-        real = torch.zeros(pattern.shape[0], 1, pattern.shape[2], 1, dtype=pattern.dtype)
-        for b, n in enumerate(lengths):
-            real[b, :, :n] = 1.0
-        cap.key_mass[layer] = (pattern * real).sum(dim=-2)
-        logp = torch.log(pattern.clamp_min(1e-30))
-        cap.query_entropy[layer] = -(pattern * logp).sum(dim=-1)
+        if all(n == pattern.shape[2] for n in lengths):
+            cap.key_mass[layer] = pattern.sum(dim=-2)
+        else:
+            real = torch.zeros(pattern.shape[0], 1, pattern.shape[2], 1, dtype=pattern.dtype)
+            for b, n in enumerate(lengths):
+                real[b, :, :n] = 1.0
+            cap.key_mass[layer] = (pattern * real).sum(dim=-2)
+        cap.query_entropy[layer] = torch.special.entr(pattern).sum(dim=-1)
         k = min(TOP_SOURCES, pattern.shape[-1])
         weights, keys = pattern.topk(k, dim=-1)
         if k < TOP_SOURCES:  # fewer keys than sources: pad so steps concatenate

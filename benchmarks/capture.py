@@ -55,11 +55,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     for n in (64, 512):
         ids = torch.randint(100, 40000, (1, n), generator=g)
-        plain = best_time(lambda: hf(ids), repeats)
-        traced = best_time(lambda: interp.trace(model, ids), repeats)
-        cached = best_time(lambda: model.run_with_cache(ids), repeats)
-        mem_trace = peak_rss_above(lambda: interp.trace(model, ids))
-        mem_cache = peak_rss_above(lambda: model.run_with_cache(ids))
+        plain = best_time(lambda ids=ids: hf(ids), repeats)
+        traced = best_time(lambda ids=ids: interp.trace(model, ids), repeats)
+        cached = best_time(lambda ids=ids: model.run_with_cache(ids), repeats)
+        mem_trace = peak_rss_above(lambda ids=ids: interp.trace(model, ids))
+        mem_cache = peak_rss_above(lambda ids=ids: model.run_with_cache(ids))
         print(f"{n:4d} tokens: HF forward {plain:.3f} s | trace {traced:.3f} s "
               f"({traced / plain:.2f}x) | TL run_with_cache {cached:.3f} s "
               f"({traced / cached:.2f}x of it) | peak memory trace {mem_trace:.2f} GB vs "

@@ -13,7 +13,7 @@ import tempfile
 
 LOAD = "import time, interp; t = time.perf_counter(); interp.load(); print(time.perf_counter() - t)"
 
-NATIVE = '''
+NATIVE = """
 import time
 t = time.perf_counter()
 import torch
@@ -48,7 +48,7 @@ for block in module.layers:  # the native attention has biases; llama has none
     for lin in (block.attn.q, block.attn.k, block.attn.v, block.attn.o):
         torch.nn.init.zeros_(lin.bias)
 print(time.perf_counter() - t)
-'''
+"""
 
 
 def timed(code: str, env: dict) -> float:

@@ -8,6 +8,7 @@ declared up front and active for the whole run.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from interp import capture as cap_mod
 from interp import frames
@@ -85,7 +87,7 @@ def trace(
         "sampling": sampling.as_dict(),
         "full_attention": keep_full,
         "shapes": run.shapes,
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),
     }
     return Trace(records, meta, model=model)
 
@@ -214,8 +216,9 @@ class _Runner:
         )
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:
+            # Stored under the name asked for: TL aliases resolve to another hook.name.
             hooks.append(
-                (name, lambda t, hook: raw_store.__setitem__(hook.name, t.detach().clone()))
+                (name, lambda t, hook, name=name: raw_store.__setitem__(name, t.detach().clone()))
             )
         with self.model.hooks(fwd_hooks=hooks + self.user_hooks):
             if past is None:
@@ -241,7 +244,7 @@ class _Runner:
         records = []
         for b, n in enumerate(lengths):
             tensors = frames.slice_capture(capture, b, n, self.model)
-            tensors.update({name: t[b, :n] for name, t in raw.items()})
+            tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
             logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
             records.append(
                 PromptRecord(
@@ -261,6 +264,7 @@ class _Runner:
         n0 = len(prompt)
         capture, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
         parts = [frames.slice_capture(capture, 0, n0, self.model)]
+        raw_parts = {name: [t[0]] for name, t in raw.items()}
         ids, step_logits = prompt.tolist(), [logits[0, -1]]
         logprob, ent = _token_stats(logits[0], prompt)
         logprobs, entropies = list(logprob), list(ent)
@@ -279,6 +283,8 @@ class _Runner:
                 torch.tensor([[token]]), torch.tensor([[0]]), past
             )
             parts.append(frames.slice_capture(capture, 0, 1, self.model, keys=len(ids)))
+            for name, t in raw_step.items():
+                raw_parts[name].append(t[0])
             step_logits.append(logits[0, -1])
             held, mha = kv_cache_bytes(self.model.cfg, len(ids))
             record.kv_cache.append(
@@ -295,7 +301,29 @@ class _Runner:
         record.query_positions = list(range(n0 - 1, len(ids)))
         record.query_logits = torch.stack(step_logits)
         record.tensors = frames.concat_steps(parts, len(ids))
+        record.tensors.update({name: _join_steps(name, ts) for name, ts in raw_parts.items()})
         return record
+
+
+def _is_pattern(name: str) -> bool:
+    # TL's [batch, head, query, key] hooks; every other hook is [batch, pos, ...].
+    return name.endswith(("hook_pattern", "hook_attn_scores"))
+
+
+def _positions(name: str, t: torch.Tensor, n: int) -> torch.Tensor:
+    """One prompt's raw capture (batch axis gone) cut to its n real positions."""
+    return t[:, :n, :n] if _is_pattern(name) else t[:n]
+
+
+def _join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
+    """A raw capture over prompt + generated tokens, as if from one forward pass.
+
+    Each KV-cache step sees one query; attention rows are zero-padded to the final key count.
+    """
+    if not _is_pattern(name):
+        return torch.cat(steps, dim=0)
+    keys = steps[-1].shape[-1]
+    return torch.cat([F.pad(t, (0, keys - t.shape[-1])) for t in steps], dim=-2)
 
 
 def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

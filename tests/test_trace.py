@@ -108,6 +108,22 @@ def test_generation_step_equals_full_forward(llama):
     assert torch.equal(again.records[0].ids, ids), "a seed reproduces the sample"
 
 
+def test_raw_hooks_keep_the_asked_name_across_padding_and_generation(llama):
+    # hook_post is a TL alias (of mlp.out.hook_in on the bridge): the name asked for is the key.
+    raw = ("blocks.1.mlp.hook_post", "blocks.2.attn.hook_pattern")
+    seqs = _ids(5, 9, seed=7)
+    batch = interp.trace(llama, seqs, capture=raw)
+    gen = interp.trace(llama, [seqs[0]], max_new_tokens=4, capture=raw)
+    full = interp.trace(llama, [gen.records[0].ids], capture=raw)
+    alone = interp.trace(llama, [seqs[0]], capture=raw)
+    for name in raw:
+        assert batch.tensor(name, 0).shape == alone.tensor(name, 0).shape
+        assert (batch.tensor(name, 0) - alone.tensor(name, 0)).abs().max() <= 1e-4
+        assert gen.tensor(name, 0).shape == full.tensor(name, 0).shape
+        assert (gen.tensor(name, 0) - full.tensor(name, 0)).abs().max() <= 1e-4
+    assert batch.tensor("blocks.2.attn.hook_pattern", 0).shape == (4, 5, 5)
+
+
 def test_sampling_frame_and_kv_cache_bytes(llama):
     gen = interp.trace(llama, _ids(4), max_new_tokens=3)
     steps = gen.sampling

@@ -1,0 +1,68 @@
+"""Per-layer deltas: how big the residual stream is, and how much each block writes into it.
+
+The stream x_l (resid_pre of layer l) grows by two writes per layer:
+    x_{l+1} = x_l + attn_out_l + mlp_out_l
+so the size of each write against |x_l| says how much a layer can still turn the stream, and
+cos(x_l, x_{l+1}) says how much it actually did. Position 0 is an outlier in every model of this
+family: with nothing to attend to, it becomes the attention sink and carries a huge norm, so it is
+flagged (`is_sink`) and the per-layer summary reports medians with and without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+# The per-(layer, position) quantities that `delta_summary` condenses into medians.
+METRICS = ["resid_norm", "attn_norm", "mlp_norm", "attn_rel", "mlp_rel", "cos_next", "growth"]
+
+
+def write_sizes(resid: torch.Tensor, attn_out: torch.Tensor, mlp_out: torch.Tensor) -> pd.DataFrame:
+    """One row per (layer, pos) from resid [L+1, T, d] and attn_out, mlp_out [L, T, d].
+
+    resid_norm |x_l|; attn_norm, mlp_norm the writes' norms; attn_rel, mlp_rel those over |x_l|;
+    cos_next cos(x_l, x_{l+1}); growth |x_{l+1}| / |x_l|; is_sink marks position 0.
+    """
+    x = resid.double()
+    before, after = x[:-1], x[1:]
+    norm_before, norm_after = before.norm(dim=-1), after.norm(dim=-1)
+    attn_norm, mlp_norm = attn_out.double().norm(dim=-1), mlp_out.double().norm(dim=-1)
+    columns = {
+        "resid_norm": norm_before,
+        "attn_norm": attn_norm,
+        "mlp_norm": mlp_norm,
+        "attn_rel": attn_norm / norm_before,
+        "mlp_rel": mlp_norm / norm_before,
+        "cos_next": torch.nn.functional.cosine_similarity(before, after, dim=-1),
+        "growth": norm_after / norm_before,
+    }
+    n_layers, n_pos = norm_before.shape
+    layer, pos = np.meshgrid(np.arange(n_layers), np.arange(n_pos), indexing="ij")
+    frame = pd.DataFrame({"layer": layer.ravel(), "pos": pos.ravel()})
+    for name, values in columns.items():
+        frame[name] = values.reshape(-1).numpy()
+    frame["is_sink"] = frame["pos"] == 0
+    return frame
+
+
+def deltas(trace, prompt: int = 0) -> pd.DataFrame:
+    """`write_sizes` of one traced prompt (captured with "residual"), with its tokens."""
+    frame = write_sizes(*(trace.tensor(name, prompt) for name in ("resid", "attn_out", "mlp_out")))
+    tokens = trace.tokens
+    texts = tokens[tokens["prompt"] == prompt]["token"].to_numpy()
+    frame.insert(0, "prompt", prompt)
+    frame.insert(3, "token", texts[frame["pos"]])
+    return frame
+
+
+def delta_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and metric: the median over positions with the sink and without it.
+
+    `without_sink` is NaN when the prompt has a single position (nothing but the sink).
+    """
+    long = frame.melt(id_vars=["layer", "is_sink"], value_vars=METRICS, var_name="metric")
+    with_sink = long.groupby(["layer", "metric"], sort=False)["value"].median()
+    rest = long[~long["is_sink"]].groupby(["layer", "metric"], sort=False)["value"].median()
+    out = pd.DataFrame({"with_sink": with_sink, "without_sink": rest.reindex(with_sink.index)})
+    return out.reset_index()

@@ -1,0 +1,95 @@
+"""Logit lens: read the residual stream after every layer as if it were the last one.
+
+The stream after layer l goes through the model's own final norm and unembedding
+(`trace.readout`), so the last layer's lens is exactly the model's output, and earlier layers
+show when the eventual prediction first surfaces (nostalgebraist 2020). The norm is recomputed
+from each layer's own stream, as the model would if the later layers were skipped.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from interp.errors import InterpError
+
+
+def _logprobs(trace, resid: torch.Tensor) -> torch.Tensor:
+    """log-softmax of the readout of a residual [T, d]: [T, vocab], in float64 for the KL."""
+    with torch.no_grad():
+        return trace.readout(resid).double().log_softmax(-1)
+
+
+def _texts(trace, ids: list[int]) -> list[str]:
+    tok = trace.tokenizer
+    return [tok.decode([i]) if tok is not None else str(i) for i in ids]
+
+
+def logit_lens(
+    trace, prompt: int = 0, k: int = 5, target: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(top, lens) frames for every layer and position of one traced prompt.
+
+    top: (prompt, layer, pos, rank, token_id, token, prob), the lens's k best tokens.
+    lens: one row per (layer, pos): the target's prob, logprob and rank (rank 0 = top), the
+    lens's own top-1, and kl = KL(lens_l || final) in nats. The target is `target` (a token id)
+    at every position, else the model's final top-1 at that position.
+    """
+    if trace.readout is None:
+        raise InterpError("the logit lens needs a live trace (a saved one has no readout)")
+    resid = trace.tensor("resid", prompt)
+    vocab = trace.meta["cfg"]["d_vocab"]
+    if target is not None and not 0 <= target < vocab:
+        raise InterpError(f"target token id {target} is outside the vocabulary [0, {vocab})")
+    final = _logprobs(trace, resid[-1])  # the model's own output
+    targets = torch.full((final.shape[0],), target) if target is not None else final.argmax(-1)
+    top_rows, lens_rows = [], []
+    # One layer at a time: all layers at once would hold L x T x vocab floats.
+    for layer in range(resid.shape[0] - 1):
+        logp = _logprobs(trace, resid[layer + 1])
+        positions = torch.arange(logp.shape[0])
+        target_logp = logp[positions, targets]
+        rank = (logp > target_logp[:, None]).sum(-1)
+        kl = (logp.exp() * (logp - final)).sum(-1)
+        best = logp.topk(k, dim=-1)
+        for pos in positions.tolist():
+            ids = best.indices[pos].tolist()
+            for r, (tid, text) in enumerate(zip(ids, _texts(trace, ids))):
+                top_rows.append(
+                    (prompt, layer, pos, r, tid, text, float(best.values[pos, r].exp()))
+                )
+            lens_rows.append(
+                (prompt, layer, pos, int(targets[pos]), float(target_logp[pos].exp()),
+                 float(target_logp[pos]), int(rank[pos]), ids[0], float(best.values[pos, 0].exp()),
+                 float(kl[pos]))
+            )  # fmt: skip
+    top = pd.DataFrame(
+        top_rows, columns=["prompt", "layer", "pos", "rank", "token_id", "token", "prob"]
+    )
+    lens = pd.DataFrame(
+        lens_rows,
+        columns=["prompt", "layer", "pos", "target_id", "prob", "logprob", "rank", "top1_id",
+                 "top1_prob", "kl"],
+    )  # fmt: skip
+    lens.insert(4, "target", _texts(trace, lens["target_id"].tolist()))
+    lens.insert(9, "top1", _texts(trace, lens["top1_id"].tolist()))
+    return top, lens
+
+
+def decision_depth(lens: pd.DataFrame) -> pd.DataFrame:
+    """Per (prompt, pos): the first layer from which the lens top-1 equals the final top-1 and
+    stays equal through the last layer (the model's own top-1 at that position)."""
+    rows = []
+    for (prompt, pos), g in lens.groupby(["prompt", "pos"], sort=True):
+        g = g.sort_values("layer")
+        final = g["top1_id"].iloc[-1]
+        agree = (g["top1_id"] == final).to_numpy()
+        # Walk back from the last layer while the lens still agrees.
+        depth = len(agree)
+        while depth > 0 and agree[depth - 1]:
+            depth -= 1
+        rows.append(
+            (prompt, pos, int(final), g["top1"].iloc[-1], int(g["layer"].iloc[depth]),
+             len(agree))
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=["prompt", "pos", "final_id", "final", "depth", "n_layers"])

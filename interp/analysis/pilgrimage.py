@@ -1,0 +1,186 @@
+"""The token pilgrimage: one position followed through every layer to the sampling boundary.
+
+Each layer row says how big the position's residual stream is after the layer, what the layer
+wrote into it, where its heads read from, which experts it visited (MoE) and what the logit lens
+guesses at that point. The last row is the boundary: the model's distribution over the next token
+and the token that was actually chosen (sampled when the trace generated, else the prompt's next).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from interp.errors import InterpError
+
+SOURCES = 3  # prompt tokens listed per layer
+CANDIDATES = 5  # next-token candidates listed at the boundary
+
+
+def show(token: str) -> str:
+    """A token as one readable table cell: newlines escaped, blanks made visible."""
+    text = token.replace("\n", "\\n").replace("\t", "\\t")
+    return text.strip() or repr(text)
+
+
+def _attention_rows(record, pos: int) -> torch.Tensor:
+    """[L, T]: attention weights of query `pos` over keys, averaged over heads."""
+    t = record.tensors
+    if pos in record.query_positions and "query_rows" in t:
+        rows = t["query_rows"][:, :, record.query_positions.index(pos)]
+    elif "patterns" in t:
+        rows = t["patterns"][:, :, pos]
+    elif "top_weights" in t:
+        # Streaming capture keeps only each head's top sources: the rest count as zero.
+        weights, keys = t["top_weights"][:, :, pos], t["top_keys"][:, :, pos]
+        rows = torch.zeros(*weights.shape[:2], len(record.ids))
+        rows.scatter_add_(-1, keys.clamp_min(0), weights * (keys >= 0))
+    else:
+        raise InterpError("the pilgrimage needs a trace captured with 'attention'")
+    return rows[..., : pos + 1].mean(dim=1)
+
+
+def _expert_cells(trace, prompt: int, pos: int) -> dict[int, str]:
+    routing = trace.routing
+    if routing.empty:
+        return {}
+    chosen = routing[(routing["prompt"] == prompt) & (routing["pos"] == pos) & routing["selected"]]
+    return {
+        layer: " ".join(f"E{e}:{w:.2f}" for e, w in zip(g["expert"], g["weight"]))
+        for layer, g in chosen.sort_values("rank").groupby("layer")
+    }
+
+
+def _boundary(
+    trace, prompt: int, pos: int, probs: torch.Tensor
+) -> tuple[str, str, str, float, bool]:
+    """(candidates, top candidate, chosen token, its probability, whether it was sampled) for
+    the step after `pos`."""
+    sampling = trace.sampling
+    if not sampling.empty:
+        step = sampling[(sampling["prompt"] == prompt) & (sampling["pos"] == pos + 1)]
+        if not step.empty:
+            top = step.sort_values("rank").head(CANDIDATES)
+            cells = [
+                f"{show(t)} {p:.3f} (s {s:.3f})"
+                for t, p, s in zip(top["token"], top["prob"], top["sample_prob"])
+            ]
+            chosen = step[step["chosen"]].iloc[0]
+            top1 = show(top["token"].iloc[0])
+            return " | ".join(cells), top1, show(chosen["token"]), float(chosen["prob"]), True
+    # No sampling step here: the model's distribution, and the token that followed in the text.
+    top = probs.topk(CANDIDATES)
+    texts = _decode(trace, top.indices.tolist())
+    cells = [f"{show(t)} {p:.3f}" for t, p in zip(texts, top.values.tolist())]
+    ids = trace.records[prompt].ids
+    if pos + 1 >= len(ids):
+        return " | ".join(cells), show(texts[0]), "", float("nan"), False
+    nxt = int(ids[pos + 1])
+    chosen = show(_decode(trace, [nxt])[0])
+    return " | ".join(cells), show(texts[0]), chosen, float(probs[nxt]), False
+
+
+def _decode(trace, ids: list[int]) -> list[str]:
+    tok = trace.tokenizer
+    return [tok.decode([i]) if tok is not None else str(i) for i in ids]
+
+
+def pilgrimage(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
+    """One row per layer (stage "layer") and a last row (stage "boundary") for `position`
+    (default: the last prompt position) of a live trace captured with residual and attention.
+
+    Columns: resid_norm |x| after the layer, attn_write / mlp_write the norms of its writes,
+    sources the prompt tokens its heads draw most from (weight averaged over heads), experts
+    the MoE experts it visited with their weights, lens the logit lens's top-3 after the layer
+    (top1 / top1_prob for the first). At the boundary lens holds the next-token candidates (as
+    "token prob", plus "(s sample_prob)" when the step was sampled: sampled is True) and chosen
+    the token that came next, with its probability chosen_prob.
+    """
+    if trace.readout is None:
+        raise InterpError("the pilgrimage needs a live trace (a saved one has no readout)")
+    record = trace.records[prompt]
+    n = len(record.ids)
+    position = record.n_prompt - 1 if position is None else position
+    if not 0 <= position < n:
+        raise InterpError(f"position {position} is outside the traced positions [0, {n - 1}]")
+    resid = trace.tensor("resid", prompt)[:, position]
+    with torch.no_grad():
+        lens = trace.readout(resid).double().softmax(-1)  # [L+1, vocab]
+    attn = trace.tensor("attn_out", prompt)[:, position].norm(dim=-1)
+    mlp = trace.tensor("mlp_out", prompt)[:, position].norm(dim=-1)
+    attention = _attention_rows(record, position)
+    experts = _expert_cells(trace, prompt, position)
+    texts = _decode(trace, record.ids.tolist())
+    token = show(texts[position])
+
+    rows = []
+    for layer in range(len(attn)):
+        weights, keys = attention[layer].topk(min(SOURCES, position + 1))
+        sources = " | ".join(
+            f"{show(texts[k])}@{k} {w:.2f}" for k, w in zip(keys.tolist(), weights.tolist())
+        )
+        guesses = lens[layer + 1].topk(3)
+        words = _decode(trace, guesses.indices.tolist())
+        rows.append({
+            "stage": "layer", "layer": layer, "resid_norm": float(resid[layer + 1].norm()),
+            "attn_write": float(attn[layer]), "mlp_write": float(mlp[layer]),
+            "sources": sources, "experts": experts.get(layer, ""),
+            "lens": " | ".join(f"{show(w)} {p:.2f}" for w, p in zip(words, guesses.values)),
+            "top1": show(words[0]), "top1_prob": float(guesses.values[0]), "chosen": "",
+            "chosen_prob": float("nan"), "sampled": False,
+        })  # fmt: skip
+    candidates, top1, chosen, chosen_prob, sampled = _boundary(trace, prompt, position, lens[-1])
+    rows.append({
+        "stage": "boundary", "layer": len(attn), "resid_norm": float(resid[-1].norm()),
+        "attn_write": float("nan"), "mlp_write": float("nan"), "sources": "", "experts": "",
+        "lens": candidates, "top1": top1, "top1_prob": float(lens[-1].max()),
+        "chosen": chosen, "chosen_prob": chosen_prob, "sampled": sampled,
+    })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "prompt", prompt)
+    frame.insert(1, "pos", position)
+    frame.insert(2, "token", token)
+    return frame
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """Fixed-width columns: numbers right-aligned with one decimal, text left-aligned."""
+    cells = {
+        name: [f"{v:.1f}" if isinstance(v, float) else str(v) for v in frame[name]]
+        for name in frame.columns
+    }
+    widths = {name: max(len(name), *map(len, col)) for name, col in cells.items()}
+    numeric = {name: pd.api.types.is_numeric_dtype(frame[name]) for name in frame.columns}
+
+    def line(values: dict[str, str]) -> str:
+        parts = [
+            v.rjust(widths[n]) if numeric[n] else v.ljust(widths[n]) for n, v in values.items()
+        ]
+        return "  ".join(parts).rstrip()
+
+    header = line({name: name for name in frame.columns})
+    rows = [line({name: cells[name][i] for name in frame.columns}) for i in range(len(frame))]
+    return "\n".join([header, *rows])
+
+
+def format_journey(frame: pd.DataFrame) -> str:
+    """A readable terminal table of a `pilgrimage` frame."""
+    first = frame.iloc[0]
+    layers = frame[frame["stage"] == "layer"]
+    boundary = frame[frame["stage"] == "boundary"].iloc[0]
+    columns = {"layer": "layer", "resid_norm": "|x| after", "attn_write": "|attn|",
+               "mlp_write": "|mlp|", "sources": "draws from (token@pos weight)",
+               "experts": "experts", "lens": "logit lens top-3"}  # fmt: skip
+    if not layers["experts"].astype(bool).any():
+        del columns["experts"]
+    chosen = boundary["chosen"] or "(none: the trace ends here)"
+    prob = f" (p={boundary['chosen_prob']:.3f})" if boundary["chosen"] else ""
+    # s: the probability under the sampling settings (1 for the greedy choice).
+    legend = "p, s = p under the sampling settings" if boundary["sampled"] else "p"
+    return "\n".join([
+        f"token {first['token']!r} at position {first['pos']}, layer by layer",
+        _table(layers[list(columns)].rename(columns=columns)),
+        f"boundary: |x|={boundary['resid_norm']:.1f}, next-token candidates ({legend}):",
+        f"  {boundary['lens']}",
+        f"chosen: {chosen}{prob}",
+    ])  # fmt: skip

@@ -1,0 +1,1 @@
+"""Matplotlib figures (Agg backend) drawn from analysis frames."""

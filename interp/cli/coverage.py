@@ -1,0 +1,158 @@
+"""`interp coverage`: which prompt tokens the answer read, with a blocking check.
+
+The numbers come from `interp.analysis.coverage`; this module is the caller that runs the model:
+one generating trace for the attention rows, then teacher-forced traces of prompt + continuation
+without and with the blocking hooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from interp.cli.output import add_format_option, print_frame
+from interp.errors import InterpError
+from interp.models.zoo import DEFAULT_MODEL
+
+BAR = 20  # characters of the longest per-token bar when not shading a terminal
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from interp.analysis.coverage import TAU
+
+    parser = sub.add_parser("coverage", help="how much of the prompt the answer attends to")
+    parser.add_argument("prompt")
+    parser.add_argument("--generate", type=int, default=1, metavar="N",
+                        help="greedy tokens to generate and check (default 1)")  # fmt: skip
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--value-weighted", action="store_true",
+                        help="weight attention by |v W_O| (Kobayashi et al. 2020)")  # fmt: skip
+    parser.add_argument("--tau", type=float, default=TAU,
+                        help=f"covered: peak weight >= tau x uniform (default {TAU})")  # fmt: skip
+    add_format_option(parser)
+    return parser
+
+
+def measure(
+    model, prompt, *, generate: int = 1, value_weighted: bool = False, tau: float | None = None
+) -> dict:
+    """Coverage of `prompt` (text or 1-D ids) and the causal check, as frames.
+
+    Returns {"coverage": Coverage, "causal": frame, "continuation": text, "blocked_text":
+    {condition: greedy continuation under the block}}. With generate=0 the continuation checked
+    is the greedy next token.
+    """
+    import torch
+
+    import interp
+    from interp.analysis import coverage as cv
+
+    if generate < 0:
+        raise InterpError("--generate must be >= 0")
+    gen = interp.trace(model, prompt, max_new_tokens=generate, capture=("attention",))
+    record = gen.records[0]
+    n_prompt, L = record.n_prompt, model.cfg.n_layers
+    ids = record.ids
+    if generate == 0:
+        ids = torch.cat([ids, record.query_logits[-1].argmax()[None]])
+    v_names = [f"blocks.{layer}.attn.hook_v" for layer in range(L)]
+    base = interp.trace(model, ids, capture=tuple(v_names) if value_weighted else ())
+    norms = None
+    if value_weighted:
+        values = torch.stack([base.tensor(name) for name in v_names])
+        norms = [cv.value_norms(values[:, : len(record.ids)], base.weights["W_O"])]
+    bos = getattr(model.tokenizer, "bos_token_id", None)
+    cov = cv.coverage(gen.query_attention, gen.tokens, tau=cv.TAU if tau is None else tau,
+                      value_norms=norms, bos_id=bos)  # fmt: skip
+    uncovered, top = cv.blocking_sets(cov)
+    sets = {"uncovered": uncovered, "top": top}
+    queries = cv.predicting_positions(n_prompt, len(ids))
+    blocked, texts = {}, {}
+    for name, keys in sets.items():
+        hooks = cv.blocking_hooks(keys, queries, L)
+        blocked[name] = interp.trace(model, ids, capture=(), fwd_hooks=hooks).tokens
+        again = interp.trace(model, ids[:n_prompt], max_new_tokens=len(ids) - n_prompt,
+                             capture=(), fwd_hooks=hooks)  # fmt: skip
+        texts[name] = _decode(model, again.records[0].ids[n_prompt:])
+    return {
+        "coverage": cov,
+        "causal": cv.causal_check(base.tokens, blocked, sets, n_prompt),
+        "continuation": _decode(model, ids[n_prompt:]),
+        "blocked_text": texts,
+    }
+
+
+def _decode(model, ids) -> str:
+    tok = model.tokenizer
+    return tok.decode(ids.tolist()) if tok is not None else " ".join(map(str, ids.tolist()))
+
+
+def shade(rows: list[tuple[str, float | None]], tty: bool) -> str:
+    """The prompt with each token's background shaded by its mass (brightest = most), or one
+    line per token with a bar when not writing to a terminal. Sinks are underlined / marked."""
+    top = max((m for _, m in rows if m is not None), default=0.0) or 1.0
+    if tty:
+        out = []
+        for token, mass in rows:
+            text = token.replace("\n", "\u23ce\n")
+            if mass is None:
+                out.append(f"\x1b[4m{text}\x1b[0m")
+                continue
+            level = round(23 * mass / top)  # 256-colour grey ramp 232..255
+            fg = 30 if level > 12 else 97
+            out.append(f"\x1b[48;5;{232 + level}m\x1b[{fg}m{text}\x1b[0m")
+        return "".join(out)
+    lines = []
+    for pos, (token, mass) in enumerate(rows):
+        cell = repr(token)  # quoted, so leading spaces and blank tokens show
+        if mass is None:
+            lines.append(f"{pos:>5} {cell:<16}   sink")
+        else:
+            lines.append(f"{pos:>5} {cell:<16} {mass:6.3f} {'#' * round(BAR * mass / top)}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import interp
+    from interp.analysis.coverage import TOP_MIN, UNCOVERED_MAX, token_masses
+
+    if not args.prompt.strip():
+        raise InterpError("the prompt is empty")
+    if args.tau <= 0:
+        raise InterpError("--tau must be > 0")
+    model = interp.load(args.model)
+    if model.tokenizer is None:
+        raise InterpError(f"{args.model} has no tokenizer: it takes token ids, not text")
+    result = measure(model, args.prompt, generate=args.generate,
+                     value_weighted=args.value_weighted, tau=args.tau)  # fmt: skip
+    cov, causal = result["coverage"], result["causal"]
+    if args.format == "csv":
+        print_frame(cov.keys, "csv")
+        return 0
+    if args.format == "json":
+        frames = {"summary": cov.summary, "causal": causal, "keys": cov.keys,
+                  "layers": cov.layers, "heads": cov.heads}  # fmt: skip
+        out = {name: json.loads(f.to_json(orient="records")) for name, f in frames.items()}
+        out["continuation"] = result["continuation"]
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"continuation: {result['continuation']!r}  (queries: last prompt token + generated "
+          "tokens but the last; heads counted per query head)")  # fmt: skip
+    print_frame(cov.summary.drop(columns="prompt"), "table")
+    print()
+    print(shade(token_masses(cov), sys.stdout.isatty()))
+    print("\nper layer:")
+    print_frame(cov.layers.drop(columns="prompt"), "table")
+    print("\ncausal check (teacher-forced log-prob of the continuation, nats):")
+    shown = causal.drop(columns="trustworthy").assign(
+        greedy_when_blocked=causal["blocked"].map(result["blocked_text"])
+    )
+    print_frame(shown, "table")
+    if causal.set_index("blocked").loc["uncovered", "n_keys"] == 0:
+        print("coverage is untested: every key is covered, so there is nothing to block")
+        return 0
+    verdict = "trustworthy" if causal["trustworthy"].iloc[0] else "not trustworthy"
+    print(f"coverage is {verdict}: needs |uncovered delta| <= {UNCOVERED_MAX} and top delta <= "
+          f"-{TOP_MIN} nats per continuation token (and some uncovered key to block)")  # fmt: skip
+    return 0

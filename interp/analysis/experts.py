@@ -1,0 +1,339 @@
+"""Expert utilisation: how a mixture-of-experts model spreads tokens over its experts.
+
+Everything reads the long-form routing frame (one row per prompt, pos, layer and expert;
+every expert listed for every token) with columns prompt, pos, token, layer, expert,
+prob (router softmax over all N experts), selected (in the top-k), rank (0 = most likely)
+and weight (what the expert's output was scaled by; 0 when not selected).
+
+Notation used below, per layer: T routed tokens, N experts, k experts per token,
+f_i = share of the T*k top-k assignments that went to expert i (sums to 1),
+P_i = mean router probability of expert i (sums to 1).
+Entropies are in nats except where a docstring says normalised; JS divergence is in bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+TOKEN = ["prompt", "pos"]
+
+
+def routing_frame(
+    router_logits: torch.Tensor,
+    top_k: int,
+    tokens: Sequence[str],
+    prompt: str | int = 0,
+    normalise_top_k: bool = False,
+) -> pd.DataFrame:
+    """The routing frame of one prompt from its router logits ``[layers, T, N]``.
+
+    `normalise_top_k` follows the model's config (OLMoE: False, Mixtral: True): whether the
+    selected experts' weights are renormalised to sum to 1.
+    """
+    logits = router_logits.detach().float()
+    n_layers, n_tok, n_exp = logits.shape
+    prob = logits.softmax(-1)
+    order = prob.argsort(-1, descending=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n_exp).expand_as(order))
+    selected = rank < top_k
+    weight = torch.where(selected, prob, torch.zeros_like(prob))
+    if normalise_top_k:
+        weight = weight / weight.sum(-1, keepdim=True)
+    layer, pos, expert = np.meshgrid(
+        np.arange(n_layers), np.arange(n_tok), np.arange(n_exp), indexing="ij"
+    )
+    return pd.DataFrame(
+        {
+            "prompt": prompt,
+            "pos": pos.ravel(),
+            "token": np.asarray(tokens, dtype=object)[pos.ravel()],
+            "layer": layer.ravel(),
+            "expert": expert.ravel(),
+            "prob": prob.numpy().ravel(),
+            "selected": selected.numpy().ravel(),
+            "rank": rank.numpy().ravel(),
+            "weight": weight.numpy().ravel(),
+            "logit": logits.numpy().ravel(),
+        }
+    )
+
+
+def _shape(routing: pd.DataFrame) -> tuple[int, int]:
+    """(N experts, k per token), read off the frame itself."""
+    n_exp = int(routing["expert"].max()) + 1
+    first = routing[routing["layer"] == routing["layer"].iloc[0]]
+    top_k = int(first["selected"].sum() // len(first.drop_duplicates(TOKEN)))
+    return n_exp, top_k
+
+
+def _normalised_entropy(p: np.ndarray) -> float:
+    """Entropy over log(len(p)): dead experts (p = 0) count towards the maximum."""
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum() / np.log(p.size)) if p.size > 1 else 0.0
+
+
+def expert_load(routing: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and expert: count (tokens routed there), load f_i and mean router prob P_i."""
+    grouped = routing.groupby(["layer", "expert"])
+    out = pd.DataFrame({"count": grouped["selected"].sum(), "prob": grouped["prob"].mean()})
+    out["load"] = out["count"] / out.groupby("layer")["count"].transform("sum")
+    return out.reset_index()[["layer", "expert", "count", "load", "prob"]]
+
+
+def routing_entropy(routing: pd.DataFrame) -> pd.DataFrame:
+    """Per token and layer: entropy (nats) of the router distribution over all experts."""
+    plogp = routing["prob"] * np.log(routing["prob"].clip(lower=1e-30))
+    out = routing.assign(entropy=-plogp).groupby([*TOKEN, "token", "layer"], sort=False)
+    return out["entropy"].sum().reset_index()
+
+
+def balance(routing: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: tokens, balance N*sum f_i P_i, normalised utilisation entropy of f,
+    max_vio (max load - mean load) / mean load, cv (std/mean of f), dead (experts never
+    selected), routing_entropy (mean per-token router entropy, nats).
+
+    Uniform routing gives balance 1, entropy 1, max_vio 0, cv 0.
+    """
+    n_exp, top_k = _shape(routing)
+    load = expert_load(routing)
+    ent = routing_entropy(routing).groupby("layer")["entropy"].mean()
+    rows = []
+    for layer, g in load.groupby("layer"):
+        f, p = g["load"].to_numpy(), g["prob"].to_numpy()
+        rows.append(
+            {
+                "layer": layer,
+                "tokens": int(g["count"].sum() // top_k),
+                "balance": n_exp * float((f * p).sum()),
+                "entropy": _normalised_entropy(f),
+                "max_vio": n_exp * float(f.max()) - 1.0,
+                "cv": float(f.std() / f.mean()),
+                "dead": int((g["count"] == 0).sum()),
+                "routing_entropy": float(ent[layer]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def balance_overall(routing: pd.DataFrame) -> pd.DataFrame:
+    """One row: each per-layer balance metric averaged over layers; dead experts summed."""
+    per_layer = balance(routing).drop(columns=["layer", "tokens"])
+    row = per_layer.mean().to_dict()
+    row["dead"] = int(per_layer["dead"].sum())
+    return pd.DataFrame([row])
+
+
+def _indicator(routing: pd.DataFrame, layer: int) -> pd.DataFrame:
+    """Token x expert 0/1 matrix of top-k selections at one layer (rows: prompt, pos)."""
+    rows = routing[routing["layer"] == layer].astype({"selected": float})
+    return rows.pivot_table(index=TOKEN, columns="expert", values="selected", aggfunc="max")
+
+
+def coactivation(routing: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and expert pair: rate = share of tokens routed to both expert and partner,
+    expected = the product of their selection rates (independence). Diagonal: selection rate."""
+    frames = []
+    for layer in sorted(routing["layer"].unique()):
+        m = _indicator(routing, layer).to_numpy()
+        rate = m.T @ m / len(m)
+        sel = np.diag(rate)
+        e, o = np.meshgrid(np.arange(len(sel)), np.arange(len(sel)), indexing="ij")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "expert": e.ravel(),
+                    "partner": o.ravel(),
+                    "rate": rate.ravel(),
+                    "expected": np.outer(sel, sel).ravel(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _selections(routing: pd.DataFrame) -> pd.DataFrame:
+    return routing.loc[routing["selected"], [*TOKEN, "token", "layer", "expert"]]
+
+
+def layer_transitions(routing: pd.DataFrame) -> pd.DataFrame:
+    """P(expert at layer+1 | expert at layer): every (e at l, e' at l+1) pair of one token's
+    top-k sets counts once, so each token contributes k*k pairs."""
+    sel = _selections(routing)
+    nxt = sel.assign(layer=sel["layer"] - 1).rename(columns={"expert": "next_expert"})
+    pairs = sel.merge(nxt[[*TOKEN, "layer", "next_expert"]], on=[*TOKEN, "layer"])
+    counts = pairs.groupby(["layer", "expert", "next_expert"]).size().rename("count")
+    out = counts.reset_index()
+    out["prob"] = out["count"] / out.groupby(["layer", "expert"])["count"].transform("sum")
+    return out
+
+
+def transition_information(routing: pd.DataFrame) -> pd.DataFrame:
+    """Per layer l: mutual information (nats) between the expert at l and at l+1 over the
+    transition pairs, and normalised_mi = MI / min(H_l, H_l+1). 0: the next layer's choice
+    ignores this one's. Plug-in estimate, biased upward on few tokens."""
+    rows = []
+    for layer, g in layer_transitions(routing).groupby("layer"):
+        joint = g.pivot_table(index="expert", columns="next_expert", values="count", fill_value=0)
+        pj = joint.to_numpy() / joint.to_numpy().sum()
+        pa, pb = pj.sum(1, keepdims=True), pj.sum(0, keepdims=True)
+        nz = pj > 0
+        mi = float((pj[nz] * np.log(pj[nz] / (pa @ pb)[nz])).sum())
+        h = min(-(x[x > 0] * np.log(x[x > 0])).sum() for x in (pa, pb))
+        rows.append({"layer": layer, "mutual_information": mi, "normalised_mi": mi / h})
+    return pd.DataFrame(rows)
+
+
+def temporal_locality(routing: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: overlap = mean |S_t & S_t+1| / k of consecutive tokens' top-k sets in a
+    prompt, chance = k/N (two independent uniform k-sets), and their ratio."""
+    n_exp, top_k = _shape(routing)
+    sel = _selections(routing)
+    nxt = sel.assign(pos=sel["pos"] - 1)[[*TOKEN, "layer", "expert"]]
+    shared = sel.merge(nxt, on=[*TOKEN, "layer", "expert"]).groupby("layer").size()
+    # Consecutive pairs: every token that has a successor within its prompt.
+    last = routing.groupby("prompt")["pos"].transform("max")
+    pairs = routing[(routing["pos"] < last)].drop_duplicates([*TOKEN, "layer"])
+    n_pairs = pairs.groupby("layer").size()
+    overlap = shared.reindex(n_pairs.index, fill_value=0) / (n_pairs * top_k)
+    out = pd.DataFrame({"overlap": overlap, "chance": top_k / n_exp}).reset_index()
+    out["ratio"] = out["overlap"] / out["chance"]
+    return out
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (bits, in [0, 1]) between two distributions (normalised here)."""
+    p = np.asarray(p, dtype=float) / np.sum(p)
+    q = np.asarray(q, dtype=float) / np.sum(q)
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def domain_load(routing: pd.DataFrame, domains: Mapping) -> pd.DataFrame:
+    """Per layer, domain and expert: load (share of the domain's top-k assignments) and count.
+    `domains` maps each prompt to its domain label; prompts not in it are left out."""
+    labelled = routing[routing["prompt"].isin(domains.keys())]
+    labelled = labelled.assign(domain=labelled["prompt"].map(domains))
+    counts = labelled.groupby(["layer", "domain", "expert"])["selected"].sum().rename("count")
+    out = counts.reset_index()
+    out["load"] = out["count"] / out.groupby(["layer", "domain"])["count"].transform("sum")
+    return out
+
+
+def domain_divergence(routing: pd.DataFrame, domains: Mapping) -> pd.DataFrame:
+    """Per layer and pair of domains: JS divergence (bits) between their expert loads."""
+    loads = domain_load(routing, domains)
+    rows = []
+    for layer, g in loads.groupby("layer"):
+        table = g.pivot_table(index="domain", columns="expert", values="load", fill_value=0)
+        names = list(table.index)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                js = js_divergence(table.loc[a].to_numpy(), table.loc[b].to_numpy())
+                rows.append({"layer": layer, "domain": a, "other": b, "js": js})
+    return pd.DataFrame(rows)
+
+
+def vocabulary_specialisation(
+    routing: pd.DataFrame, top: int = 10, min_count: int = 3
+) -> pd.DataFrame:
+    """Per layer and expert, its `top` most frequent tokens: count (times routed there) and
+    seen (occurrences of the token) and share = count / seen (1: it always goes there).
+    Tokens seen fewer than `min_count` times are skipped as noise."""
+    sel = _selections(routing)
+    seen = routing.drop_duplicates([*TOKEN, "layer"]).groupby(["layer", "token"]).size()
+    counts = sel.groupby(["layer", "expert", "token"]).size().rename("count").reset_index()
+    counts = counts.merge(seen.rename("seen").reset_index(), on=["layer", "token"])
+    counts = counts[counts["seen"] >= min_count].assign(share=lambda d: d["count"] / d["seen"])
+    counts = counts.sort_values(["layer", "expert", "count", "share"], ascending=[1, 1, 0, 0])
+    counts["rank"] = counts.groupby(["layer", "expert"]).cumcount()
+    return counts[counts["rank"] < top].reset_index(drop=True)
+
+
+HookFn = Callable[[torch.Tensor, object], torch.Tensor | None]
+
+
+def expert_hooks(
+    layers: Sequence[int],
+    expert: int,
+    mode: str = "forbid",
+    positions: Sequence[int] | None = None,
+) -> list[tuple[str, HookFn]]:
+    """TL-style forward hooks that force or forbid `expert` at `layers` (and `positions`,
+    negative counting from the end; None = all) on a TransformerBridge MoE model.
+
+    The bridge's router fires ``gate.hook_out`` (logits [batch*T, N]) and then
+    ``gate.hook_expert_weights`` ([batch*T, N], zero off the top-k); an edit of the latter
+    re-derives the top-k from the edited tensor and uses its values as the expert weights.
+    So: remember the router softmax from the logits, then hand back weights that are the
+    unrenormalised softmax at the new selection -- forbid: the best k experts other than
+    `expert`; force: `expert` plus the best k-1 others. Untargeted tokens are left alone.
+    """
+    if mode not in ("force", "forbid"):
+        raise ValueError(f"mode must be 'force' or 'forbid', not {mode!r}")
+    state: dict[str, torch.Tensor | int] = {}
+
+    def remember_length(x: torch.Tensor, hook: object) -> None:
+        state["seq_len"] = x.shape[-2]  # mlp input is [batch, T, d_model]; the router's is flat
+
+    def remember_probs(logits: torch.Tensor, hook: object) -> None:
+        state["probs"] = logits.float().softmax(-1)
+
+    def edit_weights(weights: torch.Tensor, hook: object) -> torch.Tensor:
+        probs, seq_len = state["probs"], state["seq_len"]
+        top_k = int((weights != 0).sum(-1).max())
+        rows = torch.ones(len(weights), dtype=torch.bool, device=weights.device)
+        if positions is not None:
+            pos = torch.arange(len(weights), device=weights.device) % seq_len
+            wanted = torch.tensor([p % seq_len for p in positions], device=weights.device)
+            rows = torch.isin(pos, wanted)
+        masked = probs.clone()
+        masked[:, expert] = -1.0  # out of the running (probabilities are >= 0)
+        if mode == "forbid":
+            chosen = masked.topk(top_k, dim=-1).indices
+        else:
+            others = masked.topk(top_k - 1, dim=-1).indices
+            chosen = torch.cat([torch.full_like(others[:, :1], expert), others], dim=-1)
+        # The smallest normal float keeps an underflowed forced expert inside the top-k.
+        values = probs.gather(-1, chosen).clamp_min(torch.finfo(torch.float32).tiny)
+        new = torch.zeros_like(probs).scatter_(-1, chosen, values).to(weights.dtype)
+        return torch.where(rows[:, None], new, weights)
+
+    hooks: list[tuple[str, HookFn]] = []
+    for layer in layers:
+        hooks += [
+            (f"blocks.{layer}.mlp.hook_in", remember_length),
+            (f"blocks.{layer}.mlp.gate.hook_out", remember_probs),
+            (f"blocks.{layer}.mlp.gate.hook_expert_weights", edit_weights),
+        ]
+    return hooks
+
+
+def intervention_effect(logits_before: torch.Tensor, logits_after: torch.Tensor) -> pd.DataFrame:
+    """Per prompt (batch row) and pos: kl = KL(before || after) in nats of the next-token
+    distributions, the top-1 token ids before and after, and whether it changed."""
+    before = logits_before.detach().float().reshape(-1, *logits_before.shape[-2:])
+    after = logits_after.detach().float().reshape(-1, *logits_after.shape[-2:])
+    lp, lq = before.log_softmax(-1), after.log_softmax(-1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    batch, n_tok = kl.shape
+    top_b, top_a = before.argmax(-1), after.argmax(-1)
+    return pd.DataFrame(
+        {
+            "prompt": np.repeat(np.arange(batch), n_tok),
+            "pos": np.tile(np.arange(n_tok), batch),
+            "kl": kl.numpy().ravel(),
+            "top1_before": top_b.numpy().ravel(),
+            "top1_after": top_a.numpy().ravel(),
+            "changed": (top_b != top_a).numpy().ravel(),
+        }
+    )

@@ -8,6 +8,7 @@ so memory grows with T, not T^2.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -89,12 +90,14 @@ def _shape_hook(cap: Capture, name: str):
     return hook
 
 
-def moe_layers(model) -> list[int]:
+def moe_layers(model, hook_names: Iterable[str] | None = None) -> list[int]:
     """Layers whose MLP is a routed mixture (a dense gated MLP also has `mlp.gate`)."""
+    # The bridge rebuilds hook_dict on every access: read it once.
+    names = model.hook_dict if hook_names is None else hook_names
     return [
         layer
         for layer in range(model.cfg.n_layers)
-        if f"blocks.{layer}.mlp.hook_expert_indices" in model.hook_dict
+        if f"blocks.{layer}.mlp.hook_expert_indices" in names
     ]
 
 
@@ -106,10 +109,14 @@ def build_hooks(
     keep_full_attention: bool,
     query_rows: torch.Tensor | None,
     lengths: list[int],
+    hook_names: Collection[str],
 ) -> list[tuple[str, object]]:
-    """(hook name, fn) pairs for `model.hooks(fwd_hooks=...)` capturing `groups`."""
+    """(hook name, fn) pairs for `model.hooks(fwd_hooks=...)` capturing `groups`.
+
+    `hook_names`: the model's hook_dict keys in order, read once by the caller.
+    """
     hooks: list[tuple[str, object]] = []
-    routed = set(moe_layers(model)) if "routing" in groups else set()
+    routed = set(moe_layers(model, hook_names)) if "routing" in groups else set()
     for layer in range(model.cfg.n_layers):
         prefix = f"blocks.{layer}"
         if "residual" in groups:
@@ -119,7 +126,7 @@ def build_hooks(
                 (f"{prefix}.hook_resid_post", _store(cap.resid_post, layer)),
                 (f"{prefix}.attn.hook_z", _store(cap.z, layer)),
             ]
-            if f"{prefix}.hook_mlp_out" in model.hook_dict:
+            if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups:
             hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
@@ -127,7 +134,7 @@ def build_hooks(
         if layer in routed:
             hooks.append((f"{prefix}.mlp.gate.hook_out", _router_hook(cap, layer, batch)))
     if "shapes" in groups:
-        hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(model, 0)]
+        hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
     return hooks
 
 
@@ -136,11 +143,9 @@ _SWITCHED = ("hook_mlp_in", "hook_attn_in", "hook_q_input", "hook_k_input", "hoo
              "attn.hook_result")  # fmt: skip
 
 
-def block_hook_names(model, layer: int) -> list[str]:
+def block_hook_names(hook_names: Iterable[str], layer: int) -> list[str]:
     prefix = f"blocks.{layer}."
-    return [
-        name for name in model.hook_dict if name.startswith(prefix) and not name.endswith(_SWITCHED)
-    ]
+    return [name for name in hook_names if name.startswith(prefix) and not name.endswith(_SWITCHED)]
 
 
 def dims_of(shape: tuple[int, ...], cfg, batch: int, positions: int) -> str:

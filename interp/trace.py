@@ -7,6 +7,7 @@ declared up front and active for the whole run.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
@@ -63,7 +64,9 @@ def trace(
     sampling = sampling or Sampling()
     if max_new_tokens < 0:
         raise InterpError("max_new_tokens must be >= 0")
-    groups, raw = _parse_capture(model, capture)
+    # The bridge rebuilds hook_dict on every access (~1 ms): read it once per trace.
+    hook_names = dict.fromkeys(model.hook_dict)
+    groups, raw = _parse_capture(hook_names, capture)
     sequences = _sequences(model, prompts)
     longest = max(len(s) for s in sequences) + max_new_tokens
     if longest > model.cfg.n_ctx:
@@ -73,7 +76,7 @@ def trace(
     cfg = model.cfg
     full_bytes = cfg.n_layers * cfg.n_heads * longest * longest * 4 * len(sequences)
     keep_full = query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
-    run = _Runner(model, groups, raw, list(fwd_hooks), keep_full)
+    run = _Runner(model, hook_names, groups, raw, list(fwd_hooks), keep_full)
     with torch.no_grad():
         if max_new_tokens == 0:
             records = run.forward_batch(sequences)
@@ -81,7 +84,7 @@ def trace(
             records = [run.generate(ids, max_new_tokens, sampling) for ids in sequences]
     meta = {
         "model": getattr(model, "interp_name", cfg.model_name),
-        "cfg": _cfg_summary(model),
+        "cfg": _cfg_summary(model, hook_names),
         "capture": sorted(groups) + raw,
         "max_new_tokens": max_new_tokens,
         "sampling": sampling.as_dict(),
@@ -104,7 +107,15 @@ class Trace:
         self.tokenizer = getattr(model, "tokenizer", None)
         # References (no copies) to what analyses need to read the stream out as logits.
         self.readout = (lambda x: model.unembed(model.ln_final(x))) if model is not None else None
-        self.weights = _weights(model) if model is not None else {}
+        self._model = model
+
+    @functools.cached_property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """W_O [L, H, d_head, d], W_U [d, vocab], b_U [vocab]; built on first use (stacking
+        30 layers' W_O costs as much as a short forward pass). Empty for a loaded trace."""
+        if self._model is None:
+            return {}
+        return {"W_O": self._model.W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
 
     def frame(self, name: str) -> pd.DataFrame:
         if name not in self._frames:
@@ -145,12 +156,12 @@ class Trace:
         return cls([], json.loads((directory / "meta.json").read_text()), saved_frames=saved)
 
 
-def _parse_capture(model, capture: Iterable[str]) -> tuple[set[str], list[str]]:
+def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:
     groups, raw = set(), []
     for name in capture:
         if name in cap_mod.GROUPS:
             groups.add(name)
-        elif name in model.hook_dict:
+        elif name in hook_names:
             raw.append(name)
         else:
             raise InterpError(
@@ -176,10 +187,10 @@ def _sequences(model, prompts) -> list[torch.Tensor]:
     return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
 
 
-def _cfg_summary(model) -> dict:
+def _cfg_summary(model, hook_names) -> dict:
     cfg = model.cfg
     hf = getattr(getattr(model, "original_model", None), "config", None)
-    moe = cap_mod.moe_layers(model)
+    moe = cap_mod.moe_layers(model, hook_names)
     summary = {
         "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_model": cfg.d_model,
         "d_head": cfg.d_head, "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx,
@@ -196,15 +207,11 @@ def _cfg_summary(model) -> dict:
     return summary
 
 
-def _weights(model) -> dict[str, torch.Tensor]:
-    return {"W_O": model.W_O, "W_U": model.W_U, "b_U": model.b_U}
-
-
 class _Runner:
     """Forward passes with the capture hooks installed; assembles PromptRecords."""
 
-    def __init__(self, model, groups, raw, user_hooks, keep_full):
-        self.model, self.groups, self.raw = model, groups, raw
+    def __init__(self, model, hook_names, groups, raw, user_hooks, keep_full):
+        self.model, self.hook_names, self.groups, self.raw = model, hook_names, groups, raw
         self.user_hooks, self.keep_full = user_hooks, keep_full
         self.shapes: list = []
 
@@ -212,7 +219,14 @@ class _Runner:
         capture = cap_mod.Capture()
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
         hooks = cap_mod.build_hooks(
-            self.model, capture, self.groups, ids.shape[0], self.keep_full, rows, lengths
+            self.model,
+            capture,
+            self.groups,
+            ids.shape[0],
+            self.keep_full,
+            rows,
+            lengths,
+            self.hook_names,
         )
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:

@@ -47,45 +47,31 @@ def measure(
 
     import interp
     from interp.analysis import coverage as cv
+    from interp.interventions import coverage_check, decode
 
     if generate < 0:
         raise InterpError("--generate must be >= 0")
-    gen = interp.trace(model, prompt, max_new_tokens=generate, capture=("attention",))
+    L = model.cfg.n_layers
+    v_names = [f"blocks.{layer}.attn.hook_v" for layer in range(L)] if value_weighted else []
+    gen = interp.trace(model, prompt, max_new_tokens=generate, capture=("attention", *v_names))
     record = gen.records[0]
-    n_prompt, L = record.n_prompt, model.cfg.n_layers
-    ids = record.ids
+    n_prompt, ids = record.n_prompt, record.ids
     if generate == 0:
         ids = torch.cat([ids, record.query_logits[-1].argmax()[None]])
-    v_names = [f"blocks.{layer}.attn.hook_v" for layer in range(L)]
-    base = interp.trace(model, ids, capture=tuple(v_names) if value_weighted else ())
     norms = None
     if value_weighted:
-        values = torch.stack([base.tensor(name) for name in v_names])
-        norms = [cv.value_norms(values[:, : len(record.ids)], base.weights["W_O"])]
+        values = torch.stack([gen.tensor(name) for name in v_names])
+        norms = [cv.value_norms(values, gen.weights["W_O"])]
     bos = getattr(model.tokenizer, "bos_token_id", None)
     cov = cv.coverage(gen.query_attention, gen.tokens, tau=cv.TAU if tau is None else tau,
                       value_norms=norms, bos_id=bos)  # fmt: skip
-    uncovered, top = cv.blocking_sets(cov)
-    sets = {"uncovered": uncovered, "top": top}
-    queries = cv.predicting_positions(n_prompt, len(ids))
-    blocked, texts = {}, {}
-    for name, keys in sets.items():
-        hooks = cv.blocking_hooks(keys, queries, L)
-        blocked[name] = interp.trace(model, ids, capture=(), fwd_hooks=hooks).tokens
-        again = interp.trace(model, ids[:n_prompt], max_new_tokens=len(ids) - n_prompt,
-                             capture=(), fwd_hooks=hooks)  # fmt: skip
-        texts[name] = _decode(model, again.records[0].ids[n_prompt:])
+    check = coverage_check(model, ids, n_prompt, cov)
     return {
         "coverage": cov,
-        "causal": cv.causal_check(base.tokens, blocked, sets, n_prompt),
-        "continuation": _decode(model, ids[n_prompt:]),
-        "blocked_text": texts,
+        "causal": check.drop(columns=["prompt", "continuation", "greedy_when_blocked"]),
+        "continuation": decode(model.tokenizer, ids[n_prompt:]),
+        "blocked_text": dict(zip(check["blocked"], check["greedy_when_blocked"])),
     }
-
-
-def _decode(model, ids) -> str:
-    tok = model.tokenizer
-    return tok.decode(ids.tolist()) if tok is not None else " ".join(map(str, ids.tolist()))
 
 
 def shade(rows: list[tuple[str, float | None]], tty: bool) -> str:

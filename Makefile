@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both build .venv first.
 PY := .venv/bin/python
-DEMO_PROMPTS := "The capital of France is" "The password is 7391. Remember it. The password is"
+DEMO_PROMPTS := "The capital of France is" "The password is 7391. Remember the password. The password is"
 
 .PHONY: demo test test-fast lint venv
 venv: .venv/.installed
@@ -15,8 +15,7 @@ venv: .venv/.installed
 	touch $@
 
 demo: venv
-	.venv/bin/interp models
-	.venv/bin/interp generate "The capital of France is" -n 12
+	.venv/bin/interp report $(DEMO_PROMPTS) --generate 8 --seed 0 -o reports/demo.html
 
 lint: venv
 	.venv/bin/ruff check .

@@ -1,0 +1,152 @@
+"""`build_report`: traces -> one self-contained HTML file, written atomically.
+
+The page needs nothing outside itself (CSS inline, figures as data URIs, no script), so it
+opens offline and can be mailed. The temporary file sits next to the target and is renamed
+over it only once complete: a failure leaves no half-written report behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import jinja2
+import matplotlib
+from tqdm import tqdm
+
+from interp.errors import InterpError
+from interp.report.blocks import RC, Section
+from interp.report.derived import ANALYSES, derive
+from interp.report.inputs import ReportInputs
+from interp.report.sections import SECTIONS, summary_section
+from interp.trace import Trace
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def build_report(
+    traces: Trace | Sequence[Trace],
+    path: str | Path,
+    *,
+    model=None,
+    title: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the report of `traces` (live or `Trace.load`ed; several prompts each, compared
+    side by side) to `path` and return it. `model` lets analyses that run the model again
+    (the induction probe) run; without it they show a note."""
+    traces = [traces] if isinstance(traces, Trace) else list(traces)
+    if not traces:
+        raise InterpError("no traces to report")
+    path = Path(path)
+    if path.is_dir():
+        raise InterpError(f"{path} is a directory; give a file name such as {path}/report.html")
+    total = len(ANALYSES) * len(traces) + len(SECTIONS) + 2  # + summary, writing
+    bar = tqdm(total=total, desc="report", unit="step", file=sys.stderr, disable=not progress,
+               leave=False)  # fmt: skip
+
+    started: list[str] = []
+
+    def step(name: str) -> None:
+        if started:  # the step under way is done now
+            bar.update()
+        started.append(name)
+        bar.set_postfix_str(name)
+
+    with bar:
+        derived = [derive(t, model, i == 0, step) for i, t in enumerate(traces)]
+        inputs = ReportInputs(traces, derived)
+        sections = []
+        for build in SECTIONS:
+            step(build.__name__.removesuffix("_section"))
+            sections.append(_build(build, inputs))
+        step("summary")
+        sections.append(summary_section(inputs, sections))
+        step("writing")
+        write_atomic(path, render(inputs, sections, title))
+        bar.update()
+    return path
+
+
+def _build(build, inputs: ReportInputs) -> Section:
+    """One section; a failure becomes a note in that section so the rest still gets made."""
+    try:
+        with matplotlib.rc_context(RC):
+            return build(inputs)
+    except Exception as exc:  # the rest of the report is worth more than one section
+        name = build.__name__.removesuffix("_section")
+        print(f"interp: warning: the {name} section failed: {exc!r}", file=sys.stderr)
+        return Section(name, name.capitalize(), "", notes=[f"This section failed: {exc!r}"])
+
+
+def render(inputs: ReportInputs, sections: list[Section], title: str | None = None) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # prompts and tokens are user text: never trusted as markup
+        undefined=jinja2.StrictUndefined,
+    )
+    model = str(inputs.meta.get("model", "?"))
+    return env.get_template("report.html.j2").render(
+        title=title or f"interp report: {model}",
+        model=model,
+        runs=_runs(inputs),
+        prompts=inputs.prompts,
+        sections=sections,
+        version=_version(),
+    )
+
+
+def _runs(inputs: ReportInputs) -> list[dict]:
+    """Provenance per trace: the command, seed and sampling settings that made it."""
+    runs = []
+    ends = [*inputs.offsets[1:], len(inputs.prompts)]
+    for trace, start, end in zip(inputs.traces, inputs.offsets, ends):
+        sampling = dict(trace.meta.get("sampling", {}))
+        seed = str(sampling.pop("seed", "?"))
+        if sampling.get("temperature", 0) <= 0:
+            seed += " (greedy decoding: the seed changes nothing)"
+        settings = [f"{k} {v}" for k, v in sampling.items()]
+        settings.append(f"{trace.meta.get('max_new_tokens', 0)} new tokens")
+        runs.append(
+            {
+                "prompts": ", ".join(inputs.labels[start:end]),
+                "command": trace.meta.get("command", "?"),
+                "seed": seed,
+                "sampling": ", ".join(settings),
+            }
+        )
+    return runs
+
+
+def _version() -> str:
+    try:
+        return version("interp")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InterpError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException as exc:  # interrupted too: never leave the temporary file behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InterpError(f"cannot write the report to {path}: {exc.strerror}") from None
+        raise

@@ -10,6 +10,7 @@ attention reductions; traced generation vs transformers' generate (both with a K
 from __future__ import annotations
 
 import argparse
+import ctypes
 import time
 
 import torch
@@ -31,6 +32,8 @@ def best_time(fn, repeats: int) -> float:
 
 def peak_rss_above(fn) -> float:
     """Peak resident memory (GB) that `fn` adds above what the process held before it."""
+    # glibc keeps freed blocks mapped, so a later run would reuse them unseen: hand them back.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     before = _status("VmRSS")

@@ -123,9 +123,10 @@ def build_hooks(
             hooks += [
                 (f"{prefix}.hook_resid_pre", _store(cap.resid_pre, layer)),
                 (f"{prefix}.hook_attn_out", _store(cap.attn_out, layer)),
-                (f"{prefix}.hook_resid_post", _store(cap.resid_post, layer)),
                 (f"{prefix}.attn.hook_z", _store(cap.z, layer)),
             ]
+            if layer == model.cfg.n_layers - 1:  # earlier resid_posts are the next resid_pres
+                hooks.append((f"{prefix}.hook_resid_post", _store(cap.resid_post, layer)))
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups:

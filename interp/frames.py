@@ -16,33 +16,47 @@ from interp.sampling import TOP_CANDIDATES, entropy
 STAGES = ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
 
 
-def slice_capture(cap: Capture, b: int, n: int, model, keys: int | None = None):
+def slice_capture(cap: Capture, b: int, n: int, model, keys: int | None = None, release=False):
     """Prompt `b`'s tensors: `n` query positions and `keys` key positions (default `n`; a
-    KV-cache step has one query and every earlier key)."""
+    KV-cache step has one query and every earlier key).
+
+    `release`: this is the capture's last reader, so each layer's tensor is dropped once copied
+    (a long prompt's capture then never exists twice in memory).
+    """
     keys = keys or n
-    out: dict[str, torch.Tensor] = {}
     layers = range(model.cfg.n_layers)
+
+    def stack(store: dict, cut) -> torch.Tensor:
+        """Layer-major stack of `cut(tensor)`; hooks fire, and so fill `store`, in layer order."""
+        out, count = None, len(store)
+        for j, layer in enumerate(list(store)):
+            part = cut(store.pop(layer) if release else store[layer])
+            if out is None:
+                out = part.new_empty((count, *part.shape))
+            out[j] = part
+        return out
+
+    out: dict[str, torch.Tensor] = {}
     if cap.resid_pre:
-        pre = [cap.resid_pre[i][b, :n] for i in layers]
-        out["resid"] = torch.stack(pre + [cap.resid_post[layers[-1]][b, :n]])
-        out["attn_out"] = torch.stack([cap.attn_out[i][b, :n] for i in layers])
+        final = cap.resid_post[layers[-1]][b, :n]
+        pre = stack(cap.resid_pre, lambda t: t[b, :n])
+        out["resid"] = torch.cat([pre, final[None]])
+        out["attn_out"] = stack(cap.attn_out, lambda t: t[b, :n])
         out["mlp_out"] = (
-            torch.stack([cap.mlp_out[i][b, :n] for i in layers])
-            if cap.mlp_out
-            else torch.zeros_like(out["attn_out"])
+            stack(cap.mlp_out, lambda t: t[b, :n]) if cap.mlp_out else torch.zeros_like(pre)
         )
-        out["z"] = torch.stack([cap.z[i][b, :n] for i in layers])
+        out["z"] = stack(cap.z, lambda t: t[b, :n])
     if cap.key_mass:
-        out["key_mass"] = torch.stack([cap.key_mass[i][b, :, :keys] for i in layers])
-        out["query_entropy"] = torch.stack([cap.query_entropy[i][b, :, :n] for i in layers])
+        out["key_mass"] = stack(cap.key_mass, lambda t: t[b, :, :keys])
+        out["query_entropy"] = stack(cap.query_entropy, lambda t: t[b, :, :n])
         out["top_weights"] = torch.stack([cap.top_sources[i][0][b, :, :n] for i in layers])
         out["top_keys"] = torch.stack([cap.top_sources[i][1][b, :, :n] for i in layers])
         if cap.query_rows:
-            out["query_rows"] = torch.stack([cap.query_rows[i][b, :, :, :keys] for i in layers])
+            out["query_rows"] = stack(cap.query_rows, lambda t: t[b, :, :, :keys])
         if cap.patterns:
-            out["patterns"] = torch.stack([cap.patterns[i][b, :, :n, :keys] for i in layers])
+            out["patterns"] = stack(cap.patterns, lambda t: t[b, :, :n, :keys])
     if cap.router_logits:
-        out["router_logits"] = torch.stack([t[b, :n] for t in cap.router_logits.values()])
+        out["router_logits"] = stack(cap.router_logits, lambda t: t[b, :n])
     return out
 
 

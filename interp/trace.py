@@ -257,7 +257,7 @@ class _Runner:
         capture, raw, logits, _ = self._forward(ids, rows, lengths=lengths)
         records = []
         for b, n in enumerate(lengths):
-            tensors = frames.slice_capture(capture, b, n, self.model)
+            tensors = frames.slice_capture(capture, b, n, self.model, release=b == len(lengths) - 1)
             tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
             logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
             records.append(
@@ -277,7 +277,7 @@ class _Runner:
         generator = torch.Generator().manual_seed(sampling.seed)
         n0 = len(prompt)
         capture, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
-        parts = [frames.slice_capture(capture, 0, n0, self.model)]
+        parts = [frames.slice_capture(capture, 0, n0, self.model, release=True)]
         raw_parts = {name: [t[0]] for name, t in raw.items()}
         ids, step_logits = prompt.tolist(), [logits[0, -1]]
         logprob, ent = _token_stats(logits[0], prompt)
@@ -296,7 +296,9 @@ class _Runner:
             capture, raw_step, logits, past = self._forward(
                 torch.tensor([[token]]), torch.tensor([[0]]), past
             )
-            parts.append(frames.slice_capture(capture, 0, 1, self.model, keys=len(ids)))
+            parts.append(
+                frames.slice_capture(capture, 0, 1, self.model, keys=len(ids), release=True)
+            )
             for name, t in raw_step.items():
                 raw_parts[name].append(t[0])
             step_logits.append(logits[0, -1])
@@ -342,8 +344,11 @@ def _join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
 
 def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p of each token given its prefix, and the entropy of the predicting distribution."""
-    logp = logits.float().log_softmax(-1)
+    chosen, ent = [], []
+    # In row chunks: a [T, vocab] log_softmax and its exp would triple the logits' memory.
+    for start in range(0, len(ids) - 1, 256):
+        logp = logits[start : start + 256].float().log_softmax(-1)[: len(ids) - 1 - start]
+        chosen.append(logp.gather(-1, ids[start + 1 : start + 257, None])[:, 0])
+        ent.append(-(logp.exp() * logp).sum(-1))
     nan = torch.tensor([float("nan")])
-    chosen = logp[:-1].gather(-1, ids[1:, None])[:, 0]
-    ent = -(logp[:-1].exp() * logp[:-1]).sum(-1)
-    return torch.cat([nan, chosen]), torch.cat([nan, ent])
+    return torch.cat([nan, *chosen]), torch.cat([nan, *ent])

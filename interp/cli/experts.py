@@ -1,0 +1,109 @@
+"""`interp experts`: how an MoE model spreads the prompts' tokens over its experts.
+
+One trace of the prompts (routing captured); every number comes from
+`interp.analysis.experts` on its routing frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from interp.cli.output import add_format_option, print_frame
+from interp.errors import InterpError
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "experts",
+        help="MoE routing: load balance, locality, domain specialisation",
+        description="Trace the prompts through an MoE model and measure, per layer, how evenly "
+        "the router spreads tokens over experts, how often consecutive tokens share experts, "
+        "and how differently the labelled domains route.",
+    )
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
+    parser.add_argument("--model", default="tiny-moe")
+    parser.add_argument(
+        "--domain", nargs="+", metavar="LABEL",
+        help="a label per prompt (default: each prompt its own domain)",
+    )  # fmt: skip
+    parser.add_argument("--top", type=int, default=3, help="experts listed per domain (default 3)")
+    add_format_option(parser)
+    return parser
+
+
+def measure(model, prompts: list[str], domains: list[str] | None = None, top: int = 3) -> dict:
+    """{"layers": per-layer utilisation, locality and transition information; "overall": one
+    row; "domains": per layer and domain, its `top` experts by load; "divergence": JS (bits)
+    between every pair of domains per layer; "labels": the domain of each prompt}."""
+    import interp
+    from interp.analysis import experts as ex
+
+    if domains is not None and len(domains) != len(prompts):
+        raise InterpError(f"{len(domains)} --domain labels for {len(prompts)} prompts")
+    if top <= 0:
+        raise InterpError("--top must be > 0")
+    for text in prompts:
+        if not text.strip():
+            raise InterpError("a prompt is empty")
+    trace = interp.trace(model, prompts, capture=("routing",))
+    if not trace.meta["cfg"]["moe_layers"]:
+        raise InterpError(f"{trace.meta['model']} has no MoE layers: nothing routes")
+    routing = trace.routing
+    labels = domains or [f"p{i}" for i in range(len(prompts))]
+    by_prompt = dict(enumerate(labels))
+    layers = ex.balance(routing).merge(ex.temporal_locality(routing), on="layer", how="left")
+    info = ex.transition_information(routing)
+    if not info.empty:
+        layers = layers.merge(info, on="layer", how="left")
+    load = ex.domain_load(routing, by_prompt).sort_values(
+        ["layer", "domain", "load"], ascending=[True, True, False]
+    )
+    top_experts = load.groupby(["layer", "domain"]).head(top).reset_index(drop=True)
+    divergence = ex.domain_divergence(routing, by_prompt) if len(set(labels)) > 1 else None
+    return {
+        "layers": layers,
+        "overall": ex.balance_overall(routing),
+        "domains": top_experts,
+        "divergence": divergence,
+        "labels": labels,
+        "cfg": trace.meta["cfg"],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import interp
+
+    model = interp.load(args.model)
+    result = measure(model, args.prompts, args.domain, args.top)
+    if args.format == "csv":
+        print_frame(result["layers"], "csv")
+        return 0
+    if args.format == "json":
+        names = ("layers", "overall", "domains", "divergence")
+        out = {n: json.loads(result[n].to_json(orient="records")) for n in names
+               if result[n] is not None}  # fmt: skip
+        out["labels"] = result["labels"]
+        print(json.dumps(out, indent=1))
+        return 0
+    cfg = result["cfg"]
+    print(f"{args.model}: {cfg['n_experts']} experts per layer, top-{cfg['top_k']}, MoE layers "
+          f"{cfg['moe_layers']}; chance overlap of two tokens' sets k/N = "
+          f"{cfg['top_k'] / cfg['n_experts']:.3f}")  # fmt: skip
+    print("\nper layer (balance 1 and entropy 1 = uniform; overlap: consecutive tokens' shared "
+          "experts, ratio = overlap / chance;\nmutual_information: nats shared with the next "
+          "layer's choice):")  # fmt: skip
+    print_frame(result["layers"], "table")
+    print("\nmean over layers:")
+    print_frame(result["overall"], "table")
+    print(f"\ntop {args.top} experts per domain (load = share of the domain's assignments):")
+    table = result["domains"].assign(
+        pick=lambda d: d["expert"].astype(str) + " (" + d["load"].map("{:.2f}".format) + ")"
+    )
+    wide = table.groupby(["layer", "domain"])["pick"].agg("  ".join).unstack("domain")
+    print(wide.to_string())
+    if result["divergence"] is not None:
+        print("\nJensen-Shannon divergence between domains' expert loads (bits; 0 = same, 1 = "
+              "disjoint):")  # fmt: skip
+        print_frame(result["divergence"], "table")
+    return 0

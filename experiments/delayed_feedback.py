@@ -50,6 +50,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import interp  # noqa: E402
+from interp.files import run_script, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DELAYS = (0, 1, 2, 4)
@@ -143,8 +144,7 @@ def plot(per_prompt: pd.DataFrame, summary: pd.DataFrame, title: str, out: Path)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out)
 
 
 def main() -> None:
@@ -201,4 +201,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

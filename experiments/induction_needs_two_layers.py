@@ -45,6 +45,7 @@ from interp.analysis.induction import (  # noqa: E402
     repeated_tokens,
     token_logprobs,
 )
+from interp.files import run_script, save_figure  # noqa: E402
 from interp.models.native import save_native  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +242,7 @@ def plot(curves: pd.DataFrame, results: dict[int, dict], path: Path) -> None:
         ylabel="query position",
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -315,4 +316,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

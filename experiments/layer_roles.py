@@ -46,6 +46,7 @@ import torch  # noqa: E402
 
 import interp  # noqa: E402
 from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
+from interp.files import run_script, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_COUNT = 20  # below this many positions a kind's median is flagged as noisy
@@ -127,8 +128,7 @@ def plot(frame: pd.DataFrame, n_layers: int, title: str, out: Path) -> None:
     ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out)
 
 
 def main() -> None:
@@ -192,4 +192,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -38,6 +38,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # 
 from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
 from interp.corpus import DOMAINS, documents, held_out_windows  # noqa: E402
+from interp.files import run_script, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "interp" / "models" / "weights" / "tiny-moe"
@@ -156,8 +157,7 @@ def plot_curve(log: dict, path: Path) -> None:
     ax.set(xlabel="step", ylabel="loss (nats/token)", title="tiny-moe (dotted: unigram baseline)")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -257,4 +257,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,10 +13,10 @@ import torch
 import interp
 from interp.analysis import coverage as cv
 from interp.errors import InterpError
+from interp.files import write_atomic
 from interp.report import build_report, save_trace
 from interp.report.blocks import fmt
 from interp.report.coverage import SUMMARY, verdict
-from interp.report.html import write_atomic
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
 PASSWORD = "The password is 7391. Remember the password. The password is"
@@ -281,7 +281,7 @@ def test_unwritable_path_is_a_one_line_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(InterpError) as err:
         write_atomic(blocker / "r.html", "x")
-    assert "\n" not in str(err.value) and "cannot write the report" in str(err.value)
+    assert "\n" not in str(err.value) and f"cannot write {blocker}" in str(err.value)
     with pytest.raises(InterpError, match="is a directory"):
         build_report(interp.Trace([], {"cfg": {}}), tmp_path, progress=False)
 

@@ -7,10 +7,7 @@ over it only once complete: a failure leaves no half-written report behind.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,6 +17,7 @@ import matplotlib
 from tqdm import tqdm
 
 from interp.errors import InterpError
+from interp.files import write_atomic
 from interp.report.blocks import RC, Section
 from interp.report.derived import ANALYSES, derive
 from interp.report.inputs import ReportInputs
@@ -128,25 +126,3 @@ def _version() -> str:
         return version("interp")
     except PackageNotFoundError:
         return "(not installed)"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InterpError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException as exc:  # interrupted too: never leave the temporary file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InterpError(f"cannot write the report to {path}: {exc.strerror}") from None
-        raise

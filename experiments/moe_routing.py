@@ -7,9 +7,13 @@ from the experts behind them. Measured on held-out text of each domain (never tr
 - temporal locality per layer: how many of a token's k experts the next token shares, against
   the chance level k/N;
 - opening another door: forbid each token's top expert at one layer (the router's next choice
-  takes its place) and measure the change of the next-token distribution (KL, top-1 changes).
+  takes its place), and force each expert in turn into every token's top-k at one layer;
+  the change of the next-token distribution (KL, top-1 changes) on the tokens rerouted.
 
-    python experiments/moe_routing.py [--windows 8] [--seed 0] [--quick] [--out FILE.png]
+Position 0 of every window is the BOS token, whose embedding is zero in tiny-moe (its id is
+also the pad id), so its router is exactly uniform and its top-k a tie: it is left out.
+
+    python experiments/moe_routing.py [--windows 48] [--seed 0] [--quick] [--out FILE.png]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
@@ -34,6 +39,7 @@ from interp.files import run_script, save_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 64
+NOISE_FACTOR = 2  # "routes differently": JS at least this many times the split-half noise
 
 
 def domain_windows(tokenizer, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -48,7 +54,8 @@ def domain_windows(tokenizer, n: int, seed: int) -> dict[str, torch.Tensor]:
 
 def specialisation(routing: pd.DataFrame, labels: dict[int, str]) -> pd.DataFrame:
     """Per layer and domain pair: JS between the domains, and the larger split-half JS of the
-    two domains (each domain's windows cut in two halves), as the noise floor."""
+    two domains (each domain's windows cut in two halves), as the noise floor. The halves hold
+    half the tokens, so the floor is, if anything, too high (JS of samples shrinks with size)."""
     across = ex.domain_divergence(routing, labels)
     halves = {}
     for domain in set(labels.values()):
@@ -66,31 +73,73 @@ def specialisation(routing: pd.DataFrame, labels: dict[int, str]) -> pd.DataFram
     return across
 
 
-def forbid_top_expert(model, ids: torch.Tensor, routing: pd.DataFrame) -> pd.DataFrame:
+def per_token(routing: pd.DataFrame, layer: int, column: str) -> np.ndarray:
+    """[window, pos, expert]: one routing column at one layer (every window is SEQ_LEN long)."""
+    g = routing[routing.layer == layer].sort_values(["prompt", "pos", "expert"])
+    return g[column].to_numpy().reshape(g.prompt.nunique(), g.pos.nunique(), -1)
+
+
+def effect_of(model, ids: torch.Tensor, base: torch.Tensor, hooks) -> tuple[np.ndarray, ...]:
+    """(KL(before || after) in nats, top-1 changed) per [window, pos], position 0 dropped to
+    match the routing frame."""
+    with model.hooks(fwd_hooks=hooks):
+        after = model(ids)
+    effect = ex.intervention_effect(base, after)
+    shape = ids.shape
+    kl, changed = (effect[c].to_numpy().reshape(shape)[:, 1:] for c in ("kl", "changed"))
+    return kl, changed
+
+
+def forbid_top_expert(model, ids: torch.Tensor, base, routing: pd.DataFrame) -> pd.DataFrame:
     """Per MoE layer: forbid, at every position, the expert the router ranked first there most
     often (the layer's busiest door); KL of the next-token distribution and top-1 changes."""
-    base = model(ids)
     rows = []
-    for layer, g in routing[routing["rank"] == 0].groupby("layer"):
-        busiest = int(g.expert.mode().iloc[0])
-        with model.hooks(fwd_hooks=ex.expert_hooks([layer], busiest, "forbid")):
-            after = model(ids)
-        effect = ex.intervention_effect(base, after)
-        # Tokens that lost their top door, in the effect frame's (prompt, pos) order.
-        hit = g.sort_values(["prompt", "pos"]).expert.eq(busiest).to_numpy()
+    for layer in sorted(routing.layer.unique()):
+        first = per_token(routing, layer, "rank").argmin(-1)  # [window, pos]: the top expert
+        busiest = int(np.bincount(first.ravel()).argmax())
+        kl, changed = effect_of(model, ids, base, ex.expert_hooks([layer], busiest, "forbid"))
+        hit = first == busiest
         rows.append({"layer": layer, "expert": busiest, "tokens_rerouted": hit.mean(),
-                     "kl_mean": effect.kl.mean(), "kl_rerouted": effect.kl[hit].mean(),
-                     "kl_others": effect.kl[~hit].mean(),
-                     "top1_changed": effect.changed.mean()})  # fmt: skip
+                     "kl_mean": kl.mean(), "kl_rerouted": kl[hit].mean(),
+                     "kl_others": kl[~hit].mean(), "top1_changed": changed.mean()})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def plot(spec: pd.DataFrame, locality: pd.DataFrame, forbid: pd.DataFrame, out: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+def force_each_expert(model, ids: torch.Tensor, base, routing: pd.DataFrame) -> pd.DataFrame:
+    """Per MoE layer and expert: force it into every token's top-k at that layer. It takes the
+    place of the router's last choice at the weight the router gives it (OLMoE does not
+    renormalise the top-k), so a door the router would keep shut also opens only a little.
+    KL and top-1 changes over the tokens that did not have the expert already."""
+    rows = []
+    for layer in sorted(routing.layer.unique()):
+        selected, prob = (per_token(routing, layer, c) for c in ("selected", "prob"))
+        for expert in range(selected.shape[-1]):
+            kl, changed = effect_of(model, ids, base, ex.expert_hooks([layer], expert, "force"))
+            new = ~selected[..., expert]
+            rows.append({"layer": layer, "expert": expert, "usual_load": 1 - new.mean(),
+                         "weight": prob[..., expert][new].mean(), "kl": kl[new].mean(),
+                         "top1_changed": changed[new].mean()})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def summarise_force(force: pd.DataFrame) -> pd.DataFrame:
+    """Per layer, over the experts forced: median and largest KL and top-1 change."""
+    worst = force.loc[force.groupby("layer").kl.idxmax()].set_index("layer")
+    g = force.groupby("layer")
+    return pd.DataFrame({
+        "weight_median": g.weight.median(), "kl_median": g.kl.median(), "kl_max": g.kl.max(),
+        "top1_median": g.top1_changed.median(), "top1_max": g.top1_changed.max(),
+        "worst_expert": worst.expert, "worst_usual_load": worst.usual_load,
+    }).reset_index()  # fmt: skip
+
+
+def plot(spec, locality, forbid, force, out: Path) -> None:
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for (a, b), g in spec.groupby(["domain", "other"]):
         axes[0].plot(g.layer, g.js, "o-", label=f"{a} vs {b}")
     axes[0].plot(spec.groupby("layer").noise.max(), "k--", label="split-half noise (max)")
     axes[0].set(xlabel="layer", ylabel="JS divergence (bits)", title="domain specialisation")
+    axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
     for domain, g in locality.groupby("domain"):
         axes[1].plot(g.layer, g.overlap, "o-", label=domain)
@@ -101,21 +150,28 @@ def plot(spec: pd.DataFrame, locality: pd.DataFrame, forbid: pd.DataFrame, out: 
     axes[2].bar(forbid.layer + 0.2, forbid.top1_changed, 0.4, label="top-1 changed (share)")
     axes[2].set(xlabel="layer", title="forbid the busiest expert")
     axes[2].legend(fontsize=7)
+    for layer, g in force.groupby("layer"):
+        axes[3].scatter(g.weight, g.kl, s=14, label=f"layer {layer}")
+    axes[3].set(xlabel="router weight of the forced expert", ylabel="KL (nats), rerouted tokens",
+                title="force each expert in turn", xscale="log", yscale="log")  # fmt: skip
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-moe")
-    parser.add_argument("--windows", type=int, default=16, help=f"{SEQ_LEN}-token windows/domain")
+    parser.add_argument("--windows", type=int, default=48, help=f"{SEQ_LEN}-token windows/domain")
     parser.add_argument("--seed", type=int, default=0, help="picks the windows")
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "moe_routing.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.windows = 4
-    print(f"seed {args.seed}; command: {' '.join(sys.argv)}")
+    if args.windows < 2:
+        raise InterpError("--windows must be >= 2 (the noise floor splits each domain in two)")
+    print(f"seed {args.seed}; command: {' '.join(sys.argv if argv is None else argv)}")
     torch.set_grad_enabled(False)
     model = interp.load(args.model)
     if model.tokenizer is None:
@@ -126,21 +182,28 @@ def main() -> None:
     trace = interp.trace(model, ids, capture=("routing",))
     if not trace.meta["cfg"]["moe_layers"]:
         raise InterpError(f"{args.model} has no MoE layers")
-    routing = trace.routing
+    routing = trace.routing[trace.routing.pos > 0]
     spec = specialisation(routing, labels)
     locality = pd.concat(
         ex.temporal_locality(routing[routing.prompt.map(labels) == d]).assign(domain=d)
         for d in DOMAINS
     )
-    forbid = forbid_top_expert(model, ids, routing)
+    base = model(ids)
+    forbid = forbid_top_expert(model, ids, base, routing)
+    force = force_each_expert(model, ids, base, routing)
 
     print(f"\n{args.windows} held-out windows of {SEQ_LEN} tokens per domain")
     print("\nspecialisation: JS (bits) between domains vs the split-half noise of each domain:")
     print(spec.to_string(index=False, float_format="{:.3f}".format))
     best = spec.loc[spec.ratio.idxmax()]
-    print(f"\nclaim 'domains route differently' holds: {bool((spec.ratio > 2).any())} "
+    print(f"\nclaim 'domains route differently' holds: {bool((spec.ratio > NOISE_FACTOR).any())} "
           f"(largest: {best.domain} vs {best.other} at layer {best.layer}, JS {best.js:.3f} = "
           f"{best.ratio:.1f}x noise)")  # fmt: skip
+    cp = spec[(spec.domain == "code") & (spec.other == "prose")]
+    above = cp.layer[cp.ratio > NOISE_FACTOR].tolist()
+    print(f"code vs prose: JS {cp.js.min():.3f}..{cp.js.max():.3f} bits, "
+          f"{cp.ratio.min():.1f}..{cp.ratio.max():.1f}x noise; above {NOISE_FACTOR}x noise in "
+          f"layers {above}")  # fmt: skip
     print("\ntemporal locality: shared experts of consecutive tokens / k, chance = k/N:")
     table = locality.pivot(index="layer", columns="domain", values="overlap")
     table["chance"] = locality.chance.iloc[0]
@@ -149,8 +212,12 @@ def main() -> None:
           f"{bool((locality.overlap > locality.chance).all())}")  # fmt: skip
     print("\nforbid each layer's busiest expert (the router's next choice replaces it):")
     print(forbid.to_string(index=False, float_format="{:.3f}".format))
-    plot(spec, locality, forbid, args.out)
+    print("\nforce each expert in turn into every token's top-k (over the 16 experts per layer; "
+          "KL and top-1 on the tokens rerouted):")  # fmt: skip
+    print(summarise_force(force).to_string(index=False, float_format="{:.3f}".format))
+    plot(spec, locality, forbid, force, args.out)
     print(f"wrote {args.out}")
+    return {"specialisation": spec, "locality": locality, "forbid": forbid, "force": force}
 
 
 if __name__ == "__main__":

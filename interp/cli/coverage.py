@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     print_frame(cov.layers.drop(columns="prompt"), "table")
     print("\ncausal check (teacher-forced log-prob of the continuation, nats):")
     shown = causal.drop(columns="trustworthy").assign(
-        greedy_when_blocked=causal["blocked"].map(result["blocked_text"])
+        greedy_when_blocked=causal["blocked"].map(result["blocked_text"]).map(repr)
     )
     print_frame(shown, "table")
     if causal.set_index("blocked").loc["uncovered", "n_keys"] == 0:

@@ -64,3 +64,14 @@ def test_bad_input_is_one_line(argv, message, capsys, monkeypatch):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("interp: error:") and message in err and "\n" not in err
+
+
+def test_routing_adds_nothing_to_the_kv_cache(tiny_moe):
+    """The cache holds keys and values of attention only: MoE routing leaves no trace there."""
+    gen = interp.trace(tiny_moe, CODE, max_new_tokens=3, capture=("routing",))
+    cfg = tiny_moe.cfg
+    kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    per_position = 2 * cfg.n_layers * kv_heads * cfg.d_head * 4  # K and V, float32
+    kv = gen.kv_cache
+    assert len(kv) == 3 and (kv.measured_bytes == kv.positions * per_position).all()
+    assert gen.routing.pos.max() == len(gen.records[0].ids) - 1  # generated tokens were routed

@@ -67,10 +67,14 @@ def load_hub(name: str, embedded: list[str]):
     """A hub model through the bridge; offline, one line naming the embedded models."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
-        # Without this, huggingface_hub retries for ~20 s before giving up; a user's local HF
-        # cache can still serve the model offline.
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or not _hub_reachable():
+        # Without this, huggingface_hub retries for ~30 s before giving up; a user's local HF
+        # cache can still serve the model offline. huggingface_hub reads the variable once, at
+        # import (transformers has imported it by now), so its constant is set too.
+        import huggingface_hub.constants
+
         os.environ["HF_HUB_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
         bridge = TransformerBridge.boot_transformers(name, dtype=torch.float32)
     except Exception as exc:  # hub errors come in many classes; all mean "not here"

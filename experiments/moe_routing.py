@@ -40,6 +40,8 @@ from interp.files import run_script, save_figure  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 64
 NOISE_FACTOR = 2  # "routes differently": JS at least this many times the split-half noise
+# Interventions cost a forward pass each (68 of them): run on this many windows per domain.
+INTERVENE_WINDOWS = 16
 
 
 def domain_windows(tokenizer, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -71,6 +73,11 @@ def specialisation(routing: pd.DataFrame, labels: dict[int, str]) -> pd.DataFram
     ]
     across["ratio"] = across.js / across.noise
     return across
+
+
+def routed(trace) -> pd.DataFrame:
+    """The routing frame without position 0 (the BOS: see the module doc)."""
+    return trace.routing[trace.routing.pos > 0]
 
 
 def per_token(routing: pd.DataFrame, layer: int, column: str) -> np.ndarray:
@@ -112,12 +119,15 @@ def force_each_expert(model, ids: torch.Tensor, base, routing: pd.DataFrame) -> 
     KL and top-1 changes over the tokens that did not have the expert already."""
     rows = []
     for layer in sorted(routing.layer.unique()):
-        selected, prob = (per_token(routing, layer, c) for c in ("selected", "prob"))
+        selected, prob, rank = (per_token(routing, layer, c) for c in ("selected", "prob", "rank"))
+        top_k = int(selected[0, 0].sum())
+        last_choice = prob[rank == top_k - 1].reshape(prob.shape[:2])
         for expert in range(selected.shape[-1]):
             kl, changed = effect_of(model, ids, base, ex.expert_hooks([layer], expert, "force"))
             new = ~selected[..., expert]
             rows.append({"layer": layer, "expert": expert, "usual_load": 1 - new.mean(),
-                         "weight": prob[..., expert][new].mean(), "kl": kl[new].mean(),
+                         "weight": prob[..., expert][new].mean(),
+                         "replaced": last_choice[new].mean(), "kl": kl[new].mean(),
                          "top1_changed": changed[new].mean()})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -127,7 +137,8 @@ def summarise_force(force: pd.DataFrame) -> pd.DataFrame:
     worst = force.loc[force.groupby("layer").kl.idxmax()].set_index("layer")
     g = force.groupby("layer")
     return pd.DataFrame({
-        "weight_median": g.weight.median(), "kl_median": g.kl.median(), "kl_max": g.kl.max(),
+        "weight_median": g.weight.median(), "replaced_median": g.replaced.median(),
+        "kl_median": g.kl.median(), "kl_max": g.kl.max(),
         "top1_median": g.top1_changed.median(), "top1_max": g.top1_changed.max(),
         "worst_expert": worst.expert, "worst_usual_load": worst.usual_load,
     }).reset_index()  # fmt: skip
@@ -155,6 +166,8 @@ def plot(spec, locality, forbid, force, out: Path) -> None:
     axes[3].set(xlabel="router weight of the forced expert", ylabel="KL (nats), rerouted tokens",
                 title="force each expert in turn", xscale="log", yscale="log")  # fmt: skip
     axes[3].legend(fontsize=7)
+    for ax in axes[:3]:
+        ax.set_xticks(sorted(spec.layer.unique()))
     fig.tight_layout()
     save_figure(fig, out)
 
@@ -182,15 +195,17 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     trace = interp.trace(model, ids, capture=("routing",))
     if not trace.meta["cfg"]["moe_layers"]:
         raise InterpError(f"{args.model} has no MoE layers")
-    routing = trace.routing[trace.routing.pos > 0]
+    routing = routed(trace)
     spec = specialisation(routing, labels)
     locality = pd.concat(
         ex.temporal_locality(routing[routing.prompt.map(labels) == d]).assign(domain=d)
         for d in DOMAINS
     )
-    base = model(ids)
-    forbid = forbid_top_expert(model, ids, base, routing)
-    force = force_each_expert(model, ids, base, routing)
+    few = torch.cat([w[:INTERVENE_WINDOWS] for w in windows.values()])
+    few_routing = routed(interp.trace(model, few, capture=("routing",)))
+    base = model(few)
+    forbid = forbid_top_expert(model, few, base, few_routing)
+    force = force_each_expert(model, few, base, few_routing)
 
     print(f"\n{args.windows} held-out windows of {SEQ_LEN} tokens per domain")
     print("\nspecialisation: JS (bits) between domains vs the split-half noise of each domain:")
@@ -210,11 +225,18 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     print(table.to_string(float_format="{:.3f}".format))
     print(f"claim 'consecutive tokens reuse experts above chance' holds: "
           f"{bool((locality.overlap > locality.chance).all())}")  # fmt: skip
-    print("\nforbid each layer's busiest expert (the router's next choice replaces it):")
+    n_few = len(few) // len(windows)
+    print(f"\nforbid each layer's busiest expert (the router's next choice replaces it; "
+          f"{n_few} windows per domain):")  # fmt: skip
     print(forbid.to_string(index=False, float_format="{:.3f}".format))
-    print("\nforce each expert in turn into every token's top-k (over the 16 experts per layer; "
-          "KL and top-1 on the tokens rerouted):")  # fmt: skip
+    print("\nforce each expert in turn into every token's top-k (median and max over the "
+          "experts of a layer; KL and top-1 on the tokens rerouted; weight: the forced expert's, "
+          "replaced: the weight of the door it took the place of):")  # fmt: skip
     print(summarise_force(force).to_string(index=False, float_format="{:.3f}".format))
+    spread = force.groupby("layer").kl.agg(lambda kl: kl.max() / kl.min()).max()
+    print(f"which expert is forced moves the KL by at most {spread:.2f}x within a layer: the "
+          f"forced door opens at weight {force.weight.median():.3f} (median) in place of one at "
+          f"{force.replaced.median():.3f} (median)")  # fmt: skip
     plot(spec, locality, forbid, force, args.out)
     print(f"wrote {args.out}")
     return {"specialisation": spec, "locality": locality, "forbid": forbid, "force": force}

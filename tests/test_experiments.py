@@ -1,5 +1,6 @@
-"""Smoke tests: every experiment about a claim runs with --quick and prints the numbers it
-promises (each loads a model in a subprocess, so all are slow)."""
+"""Smoke tests: the smollm experiments run with --quick and print the numbers they promise
+(each loads a model in a subprocess, so all are slow). moe_routing and prompt_keys are in
+test_experiments_moe_keys.py."""
 
 from __future__ import annotations
 
@@ -63,32 +64,6 @@ def test_layer_roles(tmp_path):
     medians = re.findall(rf"^(?:{kinds})\s+\d+\s+([\d.]+)", text, re.M)
     assert len(medians) == len(counts) and all(0 <= float(m) <= 29 for m in medians)
     assert re.search(r"on all positions: (True|False)$", text, re.M)
-
-
-@pytest.mark.slow
-def test_moe_routing(tmp_path):
-    text = run_quick("moe_routing.py", tmp_path / "moe.png")
-    pair = r"^\s+(\d)\s+(code|numbers)\s+(numbers|prose)\s+([\d.]+)\s+([\d.]+)"
-    rows = re.findall(pair, text, re.M)
-    assert len(rows) == 3 * 4  # three domain pairs per layer
-    # Arithmetic routes unlike code: far above the split-half noise in every layer.
-    numbers = [(float(js), float(noise)) for _, a, b, js, noise in rows if "numbers" in (a, b)]
-    assert all(js > 2 * noise for js, noise in numbers)
-    assert "consecutive tokens reuse experts above chance' holds: True" in text
-    forbid = re.findall(r"^\s+(\d)\s+(\d+)" + r"\s+([\d.]+)" * 5 + "$", text, re.M)
-    assert len(forbid) == 4
-    # Rerouted tokens feel the forced door more than tokens that kept theirs.
-    assert all(float(rerouted) > float(others) for *_, rerouted, others, _ in forbid)
-
-
-@pytest.mark.slow
-def test_prompt_keys(tmp_path):
-    text = run_quick("prompt_keys.py", tmp_path / "keys.png")
-    gains = re.findall(r"^\s+(Paris|Au|Jupiter)\s+(-[\d.]+)\s+(-[\d.]+)\s+([\d.-]+)", text, re.M)
-    assert [g[0] for g in gains] == ["Paris", "Au", "Jupiter"]
-    for _, vague, rich, gain in gains:
-        assert float(gain) == pytest.approx(float(rich) - float(vague), abs=0.02)
-    assert "improved in 3 of 3" in text
 
 
 def test_a_mistake_is_one_line_and_exit_2(tmp_path):

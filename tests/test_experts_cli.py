@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -39,14 +40,31 @@ def test_measure_equals_the_analysis_of_the_trace(tiny_moe):
     assert (top.load <= 1).all() and (top.load > 0).all()
 
 
-def test_table_and_json(capsys):
+def test_table_csv_and_json(capsys):
     assert cli.main(["experts", CODE, PROSE, "--domain", "code", "prose"]) == 0
     out = capsys.readouterr().out
     assert "16 experts per layer, top-2" in out and "Jensen-Shannon" in out
+    assert "Tokens: code 27, prose 28." in out  # tiny-moe's BPE; no BOS is added
+    # One row per layer in each table: per-layer metrics, top experts, JS per domain pair.
+    assert len(re.findall(r"^\s+[0-3]\s+55\s+[\d.]+", out, re.M)) == 4
+    assert len(re.findall(r"^[0-3](\s+\d+ \(0\.\d\d\)){6}$", out, re.M)) == 4
+    assert len(re.findall(r"^\s+[0-3]\s+code\s+prose\s+0\.\d+$", out, re.M)) == 4
+    assert cli.main(["experts", CODE, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("layer,tokens,balance,entropy,max_vio,cv,dead,")
     assert cli.main(["experts", CODE, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert len(data["layers"]) == 4 and data["labels"] == ["p0"]
+    assert len(data["layers"]) == 4 and data["labels"] == ["p0"] and data["tokens"] == {"p0": 27}
     assert "divergence" not in data  # one domain: nothing to compare
+
+
+def test_mistakes_are_caught_before_loading_a_model(capsys, monkeypatch):
+    def no_loading(name):
+        raise AssertionError("loaded a model for a mistake in the arguments")
+
+    monkeypatch.setattr(interp, "load", no_loading)
+    assert cli.main(["experts", CODE, PROSE, "--domain", "code"]) == 2
+    assert cli.main(["experts", CODE, ""]) == 2
+    assert capsys.readouterr().err.count("interp: error:") == 2
 
 
 @pytest.mark.parametrize(

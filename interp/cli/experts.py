@@ -32,13 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return parser
 
 
-def measure(model, prompts: list[str], domains: list[str] | None = None, top: int = 3) -> dict:
-    """{"layers": per-layer utilisation, locality and transition information; "overall": one
-    row; "domains": per layer and domain, its `top` experts by load; "divergence": JS (bits)
-    between every pair of domains per layer; "labels": the domain of each prompt}."""
-    import interp
-    from interp.analysis import experts as ex
-
+def check(prompts: list[str], domains: list[str] | None, top: int) -> None:
+    """The user's mistakes, found before a model is loaded."""
     if domains is not None and len(domains) != len(prompts):
         raise InterpError(f"{len(domains)} --domain labels for {len(prompts)} prompts")
     if top <= 0:
@@ -46,6 +41,17 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
     for text in prompts:
         if not text.strip():
             raise InterpError("a prompt is empty")
+
+
+def measure(model, prompts: list[str], domains: list[str] | None = None, top: int = 3) -> dict:
+    """{"layers": per-layer utilisation, locality and transition information; "overall": one
+    row; "domains": per layer and domain, its `top` experts by load; "divergence": JS (bits)
+    between every pair of domains per layer; "labels": the domain of each prompt; "tokens":
+    routed tokens per domain}."""
+    import interp
+    from interp.analysis import experts as ex
+
+    check(prompts, domains, top)
     trace = interp.trace(model, prompts, capture=("routing",))
     if not trace.meta["cfg"]["moe_layers"]:
         raise InterpError(f"{trace.meta['model']} has no MoE layers: nothing routes")
@@ -67,6 +73,7 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
         "domains": top_experts,
         "divergence": divergence,
         "labels": labels,
+        "tokens": routing.drop_duplicates(["prompt", "pos"]).prompt.map(by_prompt).value_counts(),
         "cfg": trace.meta["cfg"],
     }
 
@@ -74,6 +81,7 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
 def run(args: argparse.Namespace) -> int:
     import interp
 
+    check(args.prompts, args.domain, args.top)
     model = interp.load(args.model)
     result = measure(model, args.prompts, args.domain, args.top)
     if args.format == "csv":
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         out = {n: json.loads(result[n].to_json(orient="records")) for n in names
                if result[n] is not None}  # fmt: skip
         out["labels"] = result["labels"]
+        out["tokens"] = {d: int(n) for d, n in result["tokens"].items()}
         print(json.dumps(out, indent=1))
         return 0
     cfg = result["cfg"]
@@ -94,16 +103,19 @@ def run(args: argparse.Namespace) -> int:
           "experts, ratio = overlap / chance;\nmutual_information: nats shared with the next "
           "layer's choice):")  # fmt: skip
     print_frame(result["layers"], "table")
-    print("\nmean over layers:")
+    print("\nmean over layers (dead: summed; with few tokens, an expert can be unused by chance):")
     print_frame(result["overall"], "table")
     print(f"\ntop {args.top} experts per domain (load = share of the domain's assignments):")
-    table = result["domains"].assign(
-        pick=lambda d: d["expert"].astype(str) + " (" + d["load"].map("{:.2f}".format) + ")"
-    )
+    top = result["domains"]
+    picks = [f"{e:>3} ({load:.2f})" for e, load in zip(top.expert, top.load, strict=True)]
+    table = top.assign(pick=picks)
     wide = table.groupby(["layer", "domain"])["pick"].agg("  ".join).unstack("domain")
     print(wide.to_string())
     if result["divergence"] is not None:
+        counts = ", ".join(f"{d} {n}" for d, n in result["tokens"].sort_index().items())
         print("\nJensen-Shannon divergence between domains' expert loads (bits; 0 = same, 1 = "
-              "disjoint):")  # fmt: skip
+              f"disjoint).\nTokens: {counts}. Small samples differ by chance too: "
+              "experiments/moe_routing.py measures that noise\nby splitting one domain in "
+              "half.")  # fmt: skip
         print_frame(result["divergence"], "table")
     return 0

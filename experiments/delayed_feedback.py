@@ -36,10 +36,8 @@ Prompts: the opening 16 tokens of prose paragraphs from Python's own help text
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -50,9 +48,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import interp  # noqa: E402
-from interp.files import run_script, save_figure  # noqa: E402
+from interp import scripts  # noqa: E402
+from interp.files import save_figure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 DELAYS = (0, 1, 2, 4)
 PROMPT_TOKENS = 16
 METRICS = ("loss", "rep2", "stutter", "entropy")
@@ -148,20 +146,16 @@ def plot(per_prompt: pd.DataFrame, summary: pd.DataFrame, title: str, out: Path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser = scripts.parser(
+        __doc__, "delayed_feedback", model="smollm2-135m", seed_help="picks the prompts"
+    )
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=24, help="tokens generated per run")
-    parser.add_argument("--seed", type=int, default=0, help="picks the prompts")
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "delayed_feedback.png")
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.steps = 5, 8
-    print(f"seed {args.seed}; command: {' '.join(sys.argv)}")
-    torch.set_grad_enabled(False)
 
-    model = interp.load(args.model)
+    model = scripts.start(args)
     tok = model.tokenizer
     prompts = prose_prompts(tok, args.prompts, args.seed)
     runs = jammed_runs(model, prompts, args.steps)
@@ -201,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    scripts.run_script(main)

@@ -45,8 +45,9 @@ from interp.analysis.induction import (  # noqa: E402
     repeated_tokens,
     token_logprobs,
 )
-from interp.files import run_script, save_figure  # noqa: E402
+from interp.files import save_figure  # noqa: E402
 from interp.models.native import save_native  # noqa: E402
+from interp.scripts import run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOS = 0

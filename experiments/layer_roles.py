@@ -30,10 +30,8 @@ joined and cut into windows.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -45,10 +43,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import interp  # noqa: E402
+from interp import scripts  # noqa: E402
 from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
-from interp.files import run_script, save_figure  # noqa: E402
+from interp.files import save_figure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 MIN_COUNT = 20  # below this many positions a kind's median is flagged as noisy
 KINDS = ("punctuation", "function", "word piece", "content", "number")
 FUNCTION_WORDS = set(
@@ -132,20 +130,16 @@ def plot(frame: pd.DataFrame, n_layers: int, title: str, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser = scripts.parser(
+        __doc__, "layer_roles", model="smollm2-135m", seed_help="picks the paragraphs"
+    )
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--length", type=int, default=128, help="tokens per window")
-    parser.add_argument("--seed", type=int, default=0, help="picks the paragraphs")
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "layer_roles.png")
     args = parser.parse_args()
     if args.quick:
         args.windows, args.length = 1, 48
-    print(f"seed {args.seed}; command: {' '.join(sys.argv)}")
-    torch.set_grad_enabled(False)
 
-    model = interp.load(args.model)
+    model = scripts.start(args)
     tok = model.tokenizer
     windows = prose_windows(tok, args.windows, args.length, args.seed)
     trace = interp.trace(model, windows, capture=("residual",))
@@ -192,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    scripts.run_script(main)

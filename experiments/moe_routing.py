@@ -18,9 +18,7 @@ also the pad id), so its router is exactly uniform and its top-k a tie: it is le
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -32,12 +30,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import interp  # noqa: E402
+from interp import scripts  # noqa: E402
 from interp.analysis import experts as ex  # noqa: E402
 from interp.corpus import DOMAINS, held_out_windows  # noqa: E402
 from interp.errors import InterpError  # noqa: E402
-from interp.files import run_script, save_figure  # noqa: E402
+from interp.files import save_figure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 64
 NOISE_FACTOR = 2  # "routes differently": JS at least this many times the split-half noise
 # Interventions cost a forward pass each (68 of them): run on this many windows per domain.
@@ -173,20 +171,14 @@ def plot(spec, locality, forbid, force, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-moe")
+    parser = scripts.parser(__doc__, "moe_routing", model="tiny-moe", seed_help="picks the windows")
     parser.add_argument("--windows", type=int, default=48, help=f"{SEQ_LEN}-token windows/domain")
-    parser.add_argument("--seed", type=int, default=0, help="picks the windows")
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "moe_routing.png")
     args = parser.parse_args(argv)
     if args.quick:
         args.windows = 4
     if args.windows < 2:
         raise InterpError("--windows must be >= 2 (the noise floor splits each domain in two)")
-    print(f"seed {args.seed}; command: {' '.join(sys.argv if argv is None else argv)}")
-    torch.set_grad_enabled(False)
-    model = interp.load(args.model)
+    model = scripts.start(args, argv)
     if model.tokenizer is None:
         raise InterpError(f"{args.model} has no tokenizer")
     windows = domain_windows(model.tokenizer, args.windows, args.seed)
@@ -243,4 +235,4 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    scripts.run_script(main)

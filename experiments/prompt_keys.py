@@ -13,8 +13,6 @@ other prompts in most questions, not in one anecdote, and make the model answer 
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,14 +21,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 import interp  # noqa: E402
+from interp import scripts  # noqa: E402
 from interp.analysis.coverage import TAU, coverage  # noqa: E402
 from interp.errors import InterpError  # noqa: E402
-from interp.files import run_script, save_figure  # noqa: E402
+from interp.files import save_figure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("vague", "padded", "rich")
 # Claim thresholds: most questions improve, and by a lot (1 nat = the answer e times likelier),
 # and the keys make the model answer: the answer ranks first for at least half the rich prompts.
@@ -151,15 +148,15 @@ def show(table: pd.DataFrame, columns: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--seed", type=int, default=0, help="unused: greedy and deterministic")
-    parser.add_argument("--quick", action="store_true", help="three questions")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "prompt_keys.png")
+    parser = scripts.parser(
+        __doc__,
+        "prompt_keys",
+        model="smollm2-135m",
+        seed_help="unused: greedy and deterministic",
+        quick_help="three questions",
+    )
     args = parser.parse_args(argv)
-    print(f"seed {args.seed}; command: {' '.join(sys.argv if argv is None else argv)}")
-    torch.set_grad_enabled(False)
-    model = interp.load(args.model)
+    model = scripts.start(args, argv)
     tok = model.tokenizer
     if tok is None:
         raise InterpError(f"{args.model} has no tokenizer: it takes token ids, not text")
@@ -210,4 +207,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    scripts.run_script(main)

@@ -18,8 +18,6 @@ cache object really holds, and the attention the new query still pays to the fol
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,14 +25,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 import interp  # noqa: E402
+from interp import scripts  # noqa: E402
 from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
 from interp.analysis.pilgrimage import format_journey, pilgrimage  # noqa: E402
-from interp.files import run_script, save_figure  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from interp.files import save_figure  # noqa: E402
 
 
 def layer_table(trace, pos: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -93,21 +89,20 @@ def plot(layers: pd.DataFrame, kv: pd.DataFrame, title: str, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser = scripts.parser(
+        __doc__,
+        "token_pilgrimage",
+        model="smollm2-135m",
+        seed_help="sampling seed (unused when greedy)",
+    )
     parser.add_argument("--prompt", default="The capital of France is")
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (unused when greedy)")
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "token_pilgrimage.png")
     args = parser.parse_args()
     if args.quick:
         args.new_tokens = min(args.new_tokens, 4)
-    print(f"seed {args.seed}; command: {' '.join(sys.argv)}")
-    torch.set_grad_enabled(False)
 
-    model = interp.load(args.model)
+    model = scripts.start(args)
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
     trace = interp.trace(
         model,
@@ -147,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    scripts.run_script(main)

@@ -38,7 +38,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # 
 from transformers import OlmoeConfig, OlmoeForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
 from interp.corpus import DOMAINS, documents, held_out_windows  # noqa: E402
-from interp.files import run_script, save_figure  # noqa: E402
+from interp.files import save_figure  # noqa: E402
+from interp.scripts import run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "interp" / "models" / "weights" / "tiny-moe"

@@ -1,13 +1,11 @@
-"""Output files written whole or not at all, and scripts that fail in one line."""
+"""Output files written whole or not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from interp.errors import InterpError
@@ -42,12 +40,3 @@ def save_figure(fig, path: Path, dpi: int = 110) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
     write_atomic(Path(path), buffer.getvalue())
-
-
-def run_script(main: Callable[[], None]) -> None:
-    """Run an experiment's `main`; a user mistake prints one line and exits 2."""
-    try:
-        main()
-    except InterpError as exc:
-        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)

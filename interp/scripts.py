@@ -1,0 +1,43 @@
+"""What every experiment script shares: its common options, the line that reproduces a run, and
+a one-line exit on a user mistake."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from interp.errors import InterpError
+
+
+def parser(doc: str, name: str, *, model: str, seed_help: str,
+           quick_help: str = "seconds-long smoke run") -> argparse.ArgumentParser:  # fmt: skip
+    """--model, --seed, --quick and --out (default reports/NAME.png); the script adds its own."""
+    out = argparse.ArgumentParser(description=doc.splitlines()[0])
+    out.add_argument("--model", default=model)
+    out.add_argument("--seed", type=int, default=0, help=seed_help)
+    out.add_argument("--quick", action="store_true", help=quick_help)
+    out.add_argument("--out", type=Path, default=Path("reports") / f"{name}.png")
+    return out
+
+
+def start(args: argparse.Namespace, argv: Sequence[str] | None = None):
+    """Print the seed and command that reproduce this run, then load the model (no gradients)."""
+    import torch
+
+    import interp
+
+    print(f"seed {args.seed}; command: {shlex.join(sys.argv if argv is None else argv)}")
+    torch.set_grad_enabled(False)
+    return interp.load(args.model)
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run an experiment's `main`; a user mistake prints one line and exits 2."""
+    try:
+        main()
+    except InterpError as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from interp.errors import InterpError
 from interp.models import cache
+from interp.models.config import read_config
 from interp.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry
 
 
@@ -43,14 +44,7 @@ def _load_entry(entry: ZooEntry):
 def _load_dir(path: Path, name: str):
     from interp.models.hf import load_hf_dir
 
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise InterpError(f"{path} has no config.json: not a model checkpoint")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise InterpError(f"{config_file} is not valid JSON: {exc}") from None
-    if config.get("architecture") == "TransformerLensNative":
+    if read_config(path).get("architecture") == "TransformerLensNative":
         from interp.models.native import load_native
 
         return load_native(path)

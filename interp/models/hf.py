@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 
 from interp.errors import InterpError
+from interp.models.config import read_config
 
 # What a damaged or incomplete checkpoint raises inside transformers / safetensors.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError)
@@ -24,15 +24,9 @@ def load_hf_dir(path: Path, name: str | None = None):
 
     hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise
 
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise InterpError(f"{path} has no config.json: not a Hugging Face checkpoint")
-    try:
-        architectures = json.loads(config_file.read_text()).get("architectures") or []
-    except ValueError as exc:
-        raise InterpError(f"{config_file} is not valid JSON: {exc}") from None
+    architectures = read_config(path).get("architectures") or []
     if not architectures:
-        raise InterpError(f"{config_file} names no architecture ('architectures' is empty)")
+        raise InterpError(f"{path}/config.json names no architecture ('architectures' is empty)")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, attn_implementation="eager", dtype=torch.float32

@@ -21,6 +21,7 @@ from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_f
 from transformer_lens.model_bridge.sources.native import NativeModel, boot
 
 from interp.errors import InterpError
+from interp.models.config import read_config
 
 ARCHITECTURE = "TransformerLensNative"
 # The native attention allocates an n_ctx x n_ctx causal mask per layer: keep it small.
@@ -30,7 +31,7 @@ MAX_N_CTX = 2048
 def load_native(path: Path) -> TransformerBridge:
     """The TL-native model saved in `path` (by `save_native`), in eval mode, tokenizer None."""
     path = Path(path)
-    config = _read_config(path / "config.json")
+    config = _native_config(path)
     weights_file = path / "model.safetensors"
     if not weights_file.is_file():
         raise InterpError(f"{path} has no model.safetensors")
@@ -74,14 +75,9 @@ def save_native(
     (path / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
 
 
-def _read_config(config_file: Path) -> dict[str, Any]:
-    if not config_file.is_file():
-        raise InterpError(f"{config_file.parent} has no config.json: not a model directory")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise InterpError(f"{config_file} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict) or config.get("architecture") != ARCHITECTURE:
+def _native_config(path: Path) -> dict[str, Any]:
+    config, config_file = read_config(path), path / "config.json"
+    if config.get("architecture") != ARCHITECTURE:
         raise InterpError(f"{config_file} is not a TL-native config (architecture {ARCHITECTURE})")
     n_ctx = config.get("n_ctx", 0)
     if not isinstance(n_ctx, int) or not 0 < n_ctx <= MAX_N_CTX:

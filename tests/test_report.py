@@ -5,10 +5,10 @@ from __future__ import annotations
 import html as htmllib
 import os
 import re
-from html.parser import HTMLParser
 
 import pytest
 import torch
+from html_elements import Elements
 
 import interp
 from interp.analysis import coverage as cv
@@ -32,30 +32,6 @@ SECTIONS = {
     "shapes": "The shape journey of one block",
     "summary": "Comparison summary",
 }
-
-
-class Elements(HTMLParser):
-    """Every start tag with its attributes, and the text inside each element by class."""
-
-    def __init__(self, html: str):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text_by_class: dict[str, list[str]] = {}
-        self._open: list[str] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append((tag, attrs))
-        self._open.append(attrs.get("class") or "")
-
-    def handle_endtag(self, tag):
-        if self._open:
-            self._open.pop()
-
-    def handle_data(self, data):
-        if self._open and self._open[-1]:
-            self.text_by_class.setdefault(self._open[-1], []).append(data)
 
 
 def assert_self_contained(html: str) -> None:

@@ -11,10 +11,10 @@ import json
 import os
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from html_elements import Elements
 
 import interp
 from interp.report import build_report
@@ -31,29 +31,6 @@ FLAGS = [
     # Console messages (uncaught script errors) go to stderr.
     "--enable-logging=stderr", "--v=0",
 ]  # fmt: skip
-
-
-class Dom(HTMLParser):
-    """Start tags with their attributes, and the text of elements with a class."""
-
-    def __init__(self, html: str):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text_by_class: dict[str, list[str]] = {}
-        self._open: list[str] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-        self._open.append(dict(attrs).get("class") or "")
-
-    def handle_endtag(self, tag):
-        if self._open:
-            self._open.pop()
-
-    def handle_data(self, data):
-        if self._open and self._open[-1]:
-            self.text_by_class.setdefault(self._open[-1], []).append(data)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +90,7 @@ def test_report_renders_in_chromium(chromium, smollm, tmp_path):
 
     seen = open_page(chromium, page, tmp_path, "--dump-dom")
     assert seen["errors"] == [] and seen["requests"] == []
-    dom = Dom(seen["stdout"])
+    dom = Elements(seen["stdout"])
     assert {attrs.get("id") for tag, attrs in dom.tags if tag == "section"} == SECTION_IDS
     headings = [tag for tag, _ in dom.tags if tag == "h2"]
     assert len(headings) == len(SECTION_IDS)

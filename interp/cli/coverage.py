@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from interp.cli.output import add_format_option, print_frame
+from interp.cli.output import add_format_option, load_text_model, print_frame
 from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
@@ -100,16 +100,13 @@ def shade(rows: list[tuple[str, float | None]], tty: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.analysis.coverage import TOP_MIN, UNCOVERED_MAX, token_masses
 
     if not args.prompt.strip():
         raise InterpError("the prompt is empty")
     if args.tau <= 0:
         raise InterpError("--tau must be > 0")
-    model = interp.load(args.model)
-    if model.tokenizer is None:
-        raise InterpError(f"{args.model} has no tokenizer: it takes token ids, not text")
+    model = load_text_model(args.model)
     result = measure(model, args.prompt, generate=args.generate,
                      value_weighted=args.value_weighted, tau=args.tau)  # fmt: skip
     cov, causal = result["coverage"], result["causal"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from interp.cli.output import load_text_model
 from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
@@ -26,9 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("the prompt is empty")
     if args.max_new_tokens < 0:
         raise InterpError("--max-new-tokens must be >= 0")
-    model = interp.load(args.model)
-    if model.tokenizer is None:
-        raise InterpError(f"{args.model} has no tokenizer: it takes token ids, not text")
+    model = load_text_model(args.model)
     text = interp.prompts.format_prompt(model.tokenizer, args.prompt, chat=args.chat)
     ids = model.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.no_grad():

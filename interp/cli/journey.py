@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.cli.output import add_format_option, print_frame
+from interp.cli.output import add_format_option, load_text_model, print_frame
 from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
@@ -34,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("the prompt is empty")
     if args.generate < 0:
         raise InterpError("--generate must be >= 0")
-    model = interp.load(args.model)
-    if model.tokenizer is None:
-        raise InterpError(f"{args.model} has no tokenizer: it takes token ids, not text")
+    model = load_text_model(args.model)
     trace = interp.trace(
         model,
         args.prompt,

@@ -1,10 +1,13 @@
-"""Printing frames the way every command does: an aligned table, CSV or JSON."""
+"""What every command shares: loading a model that reads text, and printing frames as an
+aligned table, CSV or JSON."""
 
 from __future__ import annotations
 
 import argparse
 
 import pandas as pd
+
+from interp.errors import InterpError
 
 
 def add_format_option(parser: argparse.ArgumentParser) -> None:
@@ -19,3 +22,13 @@ def print_frame(frame: pd.DataFrame, fmt: str = "table", float_digits: int = 3) 
     else:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print(frame.to_string(index=False, float_format=lambda x: f"{x:.{float_digits}f}"))
+
+
+def load_text_model(name: str):
+    """`interp.load(name)`, refusing a token-only model (the command was given text)."""
+    import interp
+
+    model = interp.load(name)
+    if model.tokenizer is None:
+        raise InterpError(f"{name} has no tokenizer: it takes token ids, not text")
+    return model

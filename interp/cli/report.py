@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from interp.cli.output import load_text_model
 from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
@@ -40,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("--temperature must be >= 0")
     if not args.output.endswith((".html", ".htm")):
         raise InterpError(f"the report is HTML: name it {args.output}.html")
-    model = interp.load(args.model)
-    if model.tokenizer is None:
-        raise InterpError(f"{args.model} has no tokenizer: it takes token ids, not text")
+    model = load_text_model(args.model)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
     trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling)

@@ -87,35 +87,6 @@ def corpus(split: str = "train", domains: tuple[str, ...] = DOMAINS) -> list[tup
     return [(domain, text) for domain in domains for text in documents(domain, split)]
 
 
-# Hand-written rather than sampled so experiments can cite them verbatim; each is typical of
-# its domain but appears in neither split.
-_PROMPTS = {
-    "code": [
-        "def __init__(self, name, value=None):\n    self.name = name\n",
-        "for key, value in sorted(items.items()):\n    if key not in seen:\n",
-        "import os\nimport sys\n\ndef main(argv):\n    return 0\n",
-        "    except ValueError as exc:\n        raise TypeError(str(exc)) from None\n",
-    ],
-    "prose": [
-        "The class statement defines a new type, and the methods it contains",
-        "If the expression evaluates to false, the next clause is executed and",
-        "Names refer to objects. Names are introduced by name binding operations.",
-        "This section describes how the interpreter evaluates an expression when",
-    ],
-    "numbers": [
-        "12 + 30 = 42\n7 * 8 = 56\n",
-        "905 - 417 = 488\n",
-        "321 + 123 = 444\n64 * 2 = 128\n",
-        "15 * 15 = 225\n100 - 1 = 99\n",
-    ],
-}
-
-
-def domain_prompts() -> list[tuple[str, str]]:
-    """A few labelled ``(domain, prompt)`` examples per domain for experiments to reuse."""
-    return [(domain, prompt) for domain in DOMAINS for prompt in _PROMPTS[domain]]
-
-
 def held_out_windows(tokenizer, domain: str, seq_len: int, max_windows: int) -> torch.Tensor:
     """Non-overlapping BOS-prefixed token windows ``[n, seq_len]`` of a domain's validation text.
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from interp.errors import InterpError
+from interp.files import write_atomic
 
 
 def cache_root() -> Path:
@@ -42,7 +43,7 @@ def file_hash(path: Path) -> str:
             digest.update(chunk)
     index[stamp] = digest.hexdigest()
     try:
-        _atomic_write_text(index_file, json.dumps(index))
+        write_atomic(index_file, json.dumps(index))
     except OSError:
         pass  # an unwritable cache only costs a re-hash next time
     return index[stamp]
@@ -80,11 +81,3 @@ def get_or_build(source: Path, kind: str, build: Callable[[Path], None]) -> Path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.vocab import long_frame
+
 TOKEN = ["prompt", "pos"]
 
 
@@ -102,18 +104,9 @@ def coactivation(routing: pd.DataFrame) -> pd.DataFrame:
         m = _indicator(routing, layer).to_numpy()
         rate = m.T @ m / len(m)
         sel = np.diag(rate)
-        e, o = np.meshgrid(np.arange(len(sel)), np.arange(len(sel)), indexing="ij")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": layer,
-                    "expert": e.ravel(),
-                    "partner": o.ravel(),
-                    "rate": rate.ravel(),
-                    "expected": np.outer(sel, sel).ravel(),
-                }
-            )
-        )
+        pairs = long_frame(rate, "expert partner", "rate")
+        pairs.insert(0, "layer", layer)
+        frames.append(pairs.assign(expected=np.outer(sel, sel).ravel()))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -1,4 +1,4 @@
-"""The token pilgrimage frame, its terminal table and the `interp journey` command."""
+"""The token journey frame, its terminal table and the `interp journey` command."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from interp.analysis.pilgrimage import format_journey, pilgrimage
+from interp.analysis.journey import format_journey, journey
 from interp.cli import journey
 from interp.errors import InterpError
 
@@ -29,7 +29,7 @@ def france(smollm):
 
 @pytest.mark.slow
 def test_one_row_per_layer_then_the_boundary(smollm, france):
-    frame = pilgrimage(france)
+    frame = journey(france)
     n_layers = smollm.cfg.n_layers
     layers = frame[frame["stage"] == "layer"]
     assert list(layers["layer"]) == list(range(n_layers))
@@ -51,10 +51,10 @@ def test_one_row_per_layer_then_the_boundary(smollm, france):
 
 @pytest.mark.slow
 def test_earlier_position_uses_the_prompt_as_the_next_token(france):
-    frame = pilgrimage(france, position=2)
+    frame = journey(france, position=2)
     assert frame.iloc[-1]["chosen"] == "France"  # the text's next token, not a sample
     with pytest.raises(InterpError, match="position 6"):
-        pilgrimage(france, position=6)
+        journey(france, position=6)
 
 
 @pytest.mark.slow

@@ -28,22 +28,22 @@ import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
 from interp import scripts  # noqa: E402
-from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
 from interp.analysis.journey import format_journey, journey  # noqa: E402
+from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
 from interp.files import save_figure  # noqa: E402
 
 
 def layer_table(trace, pos: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(journey frame, its layer rows with the lens's p / rank of the final prediction, the
     lens decision depth) at `pos`."""
-    journey = journey(trace, position=pos)
+    steps = journey(trace, position=pos)
     final = int(trace.records[0].query_logits[0].argmax())  # the model's own next-token choice
     _, lens = logit_lens(trace, k=1, target=final)
     at_pos = lens[lens["pos"] == pos].set_index("layer")
-    layers = journey[journey["stage"] == "layer"].set_index("layer")
+    layers = steps[steps["stage"] == "layer"].set_index("layer")
     layers = layers.join(at_pos[["prob", "rank"]].rename(columns=lambda c: f"final_{c}"))
     depth = decision_depth(lens).set_index("pos").loc[pos, "depth"]
-    return journey, layers.reset_index(), int(depth)
+    return steps, layers.reset_index(), int(depth)
 
 
 def cache_table(trace, pos: int) -> pd.DataFrame:
@@ -118,10 +118,10 @@ def main() -> None:
     print(f"prompt {args.prompt!r} -> continuation {continuation!r}")
     print(f"following token {followed!r} at position {pos}")
 
-    journey, layers, depth = layer_table(trace, pos)
+    steps, layers, depth = layer_table(trace, pos)
     print()
-    print(format_journey(journey))
-    final = journey["top1"].iloc[-1]
+    print(format_journey(steps))
+    final = steps["top1"].iloc[-1]
     ranks = " ".join(f"{int(r)}" for r in layers["final_rank"])
     print(f"\nrank of {final!r} in the lens after layers 0..{len(layers) - 1}: {ranks}")
     growth = layers["resid_norm"].iloc[-1] / layers["resid_norm"].iloc[0]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from interp.analysis.journey import format_journey, journey
-from interp.cli import journey
+from interp.cli import journey as cli
 from interp.errors import InterpError
 
 FRANCE = "The capital of France is"
@@ -16,7 +16,7 @@ FRANCE = "The capital of France is"
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    journey.add_parser(parser.add_subparsers())
+    cli.add_parser(parser.add_subparsers())
     return parser.parse_args(["journey", *argv])
 
 
@@ -62,16 +62,16 @@ def test_cli_prints_the_journey(smollm, monkeypatch, capsys):
     import interp
 
     monkeypatch.setattr(interp, "load", lambda name: smollm)
-    assert journey.run(parse(FRANCE)) == 0
+    assert cli.run(parse(FRANCE)) == 0
     out = capsys.readouterr().out
     assert "token 'is' at position 4" in out and "chosen: Paris" in out
-    assert journey.run(parse(FRANCE, "--format", "json", "--position", "1")) == 0
+    assert cli.run(parse(FRANCE, "--format", "json", "--position", "1")) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == smollm.cfg.n_layers + 1 and rows[-1]["chosen"] == "of"
     with pytest.raises(InterpError, match="outside"):
-        journey.run(parse(FRANCE, "--position", "99"))
+        cli.run(parse(FRANCE, "--position", "99"))
 
 
 def test_cli_rejects_an_empty_prompt():
     with pytest.raises(InterpError, match="empty"):
-        journey.run(parse("  "))
+        cli.run(parse("  "))

@@ -13,8 +13,8 @@ import pandas as pd
 from interp.plots import compare as figures
 from interp.report.attention import attention_section
 from interp.report.coverage import coverage_section
-from interp.report.inputs import ReportInputs
 from interp.report.experts import experts_section
+from interp.report.inputs import ReportInputs
 from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
 from interp.report.stream import journey_section, residual_section
 from interp.trace.kv_cache import kv_cache_bytes

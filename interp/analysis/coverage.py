@@ -226,18 +226,37 @@ def blocking_hooks(keys: Sequence[int], queries: Sequence[int], n_layers: int) -
     blocked, wanted = torch.tensor(sorted(keys), dtype=torch.long), set(queries)
 
     def hook(pattern: torch.Tensor, hook) -> torch.Tensor:
-        n_q, n_k = pattern.shape[-2:]
-        rows = [i for i in range(n_q) if n_k - n_q + i in wanted]
-        cols = blocked[blocked < n_k]
-        if not rows or len(cols) == 0:
-            return pattern
-        pattern = pattern.clone()
-        picked = pattern[..., rows, :]
-        picked[..., cols] = 0
-        pattern[..., rows, :] = picked / picked.sum(-1, keepdim=True).clamp_min(1e-30)
-        return pattern
+        return _blocked(pattern, blocked, wanted)
 
     return [(f"blocks.{layer}.attn.hook_pattern", hook) for layer in range(n_layers)]
+
+
+def row_blocking_hooks(
+    key_sets: Sequence[Sequence[int]], queries: Sequence[int], n_layers: int
+) -> list[Hook]:
+    """`blocking_hooks` with a key set per batch row: row b blocks `key_sets[b]`, so one forward
+    of a batch of copies tries many blocks."""
+    sets = [torch.tensor(sorted(keys), dtype=torch.long) for keys in key_sets]
+    wanted = set(queries)
+
+    def hook(pattern: torch.Tensor, hook) -> torch.Tensor:
+        return torch.stack([_blocked(row, keys, wanted) for row, keys in zip(pattern, sets)])
+
+    return [(f"blocks.{layer}.attn.hook_pattern", hook) for layer in range(n_layers)]
+
+
+def _blocked(pattern: torch.Tensor, blocked: torch.Tensor, wanted: set[int]) -> torch.Tensor:
+    """[... query key] with the `blocked` columns of `wanted` query rows zeroed, renormalised."""
+    n_q, n_k = pattern.shape[-2:]
+    rows = [i for i in range(n_q) if n_k - n_q + i in wanted]
+    cols = blocked[blocked < n_k]
+    if not rows or len(cols) == 0:
+        return pattern
+    pattern = pattern.clone()
+    picked = pattern[..., rows, :]
+    picked[..., cols] = 0
+    pattern[..., rows, :] = picked / picked.sum(-1, keepdim=True).clamp_min(1e-30)
+    return pattern
 
 
 def causal_check(

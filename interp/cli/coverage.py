@@ -1,4 +1,5 @@
-"""`interp coverage`: which prompt tokens the answer read, with a blocking check.
+"""`interp coverage`: which prompt tokens carried the answer (key attribution, checked by
+blocking), then which the answer read (attention mass), with a blocking check.
 
 The numbers come from `interp.runs.coverage.measure` (the report calls the same code); this
 module parses and prints.
@@ -15,6 +16,7 @@ from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
 BAR = 20  # characters of the longest per-token bar when not shading a terminal
+TOP_SHOWN = 10  # prompt tokens listed by attribution
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -58,6 +60,31 @@ def shade(rows: list[tuple[str, float | None]], tty: bool) -> str:
     return "\n".join(lines)
 
 
+def print_attribution(keys, summary) -> None:
+    """The headline: the log p each prompt token supplies through attention, estimated for all
+    by attribution patching and checked by blocking each of the top ones alone."""
+    from interp.analysis.key_attribution import MOVES
+
+    print("\nkey attribution: log p of the continuation each prompt token supplies through "
+          "attention (gradient x blocked attention edges, one forward + one backward); exact: "
+          "measured by blocking that token alone from the answering positions")  # fmt: skip
+    ranked = keys.dropna(subset=["rank"]).sort_values("rank").head(TOP_SHOWN)
+    shown = ranked.assign(token=ranked["token"].map(repr))
+    print_frame(shown[["rank", "pos", "token", "attribution", "exact", "covered"]], "table")
+    print(f"Spearman rank correlation, attribution vs exact, over the {summary['checked']} "
+          f"blocked tokens: {summary['spearman']:.3f}")  # fmt: skip
+    if not summary["covered"]:
+        print(f"no single token's block moves log p by {MOVES} nats: no covered keys")
+        return
+    covered = keys[keys["covered"]]
+    names = " ".join(f"{t!r}@{p}" for p, t in zip(covered["pos"], covered["token"]))
+    change = "changes" if summary["flipped"] else "keeps"
+    print(f"covered keys (blocking one alone moves log p by >= {MOVES} nats): {names}")
+    print(f"blocking them all: log p {summary['baseline']:.3f} -> "
+          f"{summary['blocked_logprob']:.3f}; greedy continuation "
+          f"{summary['greedy_when_blocked']!r}, which {change} the answer")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from interp.analysis.coverage import TOP_MIN, UNCOVERED_MAX, token_masses
     from interp.runs.coverage import measure
@@ -70,11 +97,15 @@ def run(args: argparse.Namespace) -> int:
     result = measure(model, args.prompt, generate=args.generate,
                      value_weighted=args.value_weighted, tau=args.tau)  # fmt: skip
     cov, causal = result["coverage"], result["causal"]
-    if args.format == "csv":
-        print_frame(cov.keys, "csv")
+    attribution, att_summary = result["attribution"], result["attribution_summary"]
+    if args.format == "csv":  # one row per prompt position: attribution, then attention mass
+        merged = attribution.merge(cov.keys.drop(columns=["token", "sink", "covered"]),
+                                   on=["prompt", "pos"])  # fmt: skip
+        print_frame(merged, "csv")
         return 0
     if args.format == "json":
-        frames = {"summary": cov.summary, "causal": causal, "keys": cov.keys,
+        frames = {"attribution": attribution, "attribution_summary": att_summary,
+                  "summary": cov.summary, "causal": causal, "keys": cov.keys,
                   "layers": cov.layers, "heads": cov.heads}  # fmt: skip
         out = {name: json.loads(f.to_json(orient="records")) for name, f in frames.items()}
         out["continuation"] = result["continuation"]
@@ -82,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"continuation: {result['continuation']!r}  (queries: last prompt token + generated "
           "tokens but the last; heads counted per query head)")  # fmt: skip
+    print_attribution(attribution, att_summary.iloc[0])
+    print("\nattention mass (a secondary view: attention is not explanation):")
     print_frame(cov.summary.drop(columns="prompt"), "table")
     print()
     print(shade(token_masses(cov), sys.stdout.isatty()))

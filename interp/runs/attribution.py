@@ -9,6 +9,7 @@ a greedy generation with every covered key blocked (does the answer change?).
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
 from interp.analysis import coverage as cv
@@ -76,3 +77,26 @@ def blocked_one_by_one(model, ids, queries, keys: list[int]) -> dict[int, float]
         values.append(ka.continuation_logprob(logits, ids, queries))
     logp = torch.cat(values)
     return {k: float(logp[0] - logp[i + 1]) for i, k in enumerate(keys)}
+
+
+def summary_row(result: dict, prompt: int = 0) -> dict:
+    """One prompt's key attribution in one row: the rank correlation, the covered keys and what
+    blocking them all does to the continuation."""
+    keys = result["keys"]
+    return {
+        "prompt": prompt,
+        "keys": int((~keys["sink"]).sum()),
+        "checked": int(keys["exact"].notna().sum()),
+        "spearman": result["spearman"],
+        "covered": len(result["blocked"]),
+        "covered_keys": " ".join(map(str, result["blocked"])),
+        "baseline": result["baseline"],
+        "blocked_logprob": result["blocked_logprob"],
+        "continuation": result["continuation"],
+        "greedy_when_blocked": result["greedy_when_blocked"],
+        "flipped": result["greedy_when_blocked"] != result["continuation"],
+    }
+
+
+def summary_frame(results: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([summary_row(r, p) for p, r in enumerate(results)])

@@ -12,6 +12,7 @@ import torch
 
 from interp.analysis import coverage as cv
 from interp.errors import InterpError
+from interp.runs.attribution import key_attribution, summary_frame
 from interp.text import decode
 from interp.trace import Trace, trace
 
@@ -68,12 +69,23 @@ def check_trace(
     return cov, pd.concat(checks, ignore_index=True)
 
 
+def attribute_trace(run: Trace, model) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Key attribution (`interp.runs.attribution`) of every prompt of `run`: (keys, summary)."""
+    bos_id = getattr(model.tokenizer, "bos_token_id", None)
+    results = [
+        key_attribution(model, continuation(record), record.n_prompt, prompt=p, bos_id=bos_id)
+        for p, record in enumerate(run.records)
+    ]
+    return pd.concat([r["keys"] for r in results], ignore_index=True), summary_frame(results)
+
+
 def measure(
     model, prompt, *, generate: int = 1, value_weighted: bool = False, tau: float = cv.TAU
 ) -> dict:
     """Coverage of `prompt` (text or 1-D ids) and the causal check, as frames.
 
-    Returns {"coverage": Coverage, "causal": frame, "continuation": text, "blocked_text":
+    Returns {"attribution": key attribution frame (the headline), "attribution_summary": its one
+    row, "coverage": Coverage, "causal": frame, "continuation": text, "blocked_text":
     {condition: greedy continuation under the block}}. With generate=0 the continuation checked
     is the greedy next token.
     """
@@ -90,7 +102,10 @@ def measure(
         norms = [cv.value_norms(values, run.weights["W_O"])]
     cov, check = check_trace(run, model, tau, norms)
     record = run.records[0]
+    keys, summary = attribute_trace(run, model)
     return {
+        "attribution": keys,
+        "attribution_summary": summary,
         "coverage": cov,
         "causal": check.drop(columns=["prompt", "continuation", "greedy_when_blocked"]),
         "continuation": decode(model.tokenizer, continuation(record)[record.n_prompt :]),

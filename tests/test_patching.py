@@ -149,3 +149,22 @@ def test_mistakes_are_one_line(induction, moe):
         patching(induction, clean, clean, answer, wrong)
     with pytest.raises(InterpError, match="unknown grid"):
         patching(induction, clean, clean, answer, wrong, grids=["neurons"])
+
+
+@pytest.mark.slow
+def test_eiffel_subject_early_final_position_late(smollm):
+    """The known pattern (Meng et al. 2022): the subject's tokens carry the answer through the
+    early-middle layers, the final position in the late ones."""
+    clean, corrupt = "The Eiffel Tower is in the city of", "The Colosseum is in the city of"
+    result = patching(smollm, clean, corrupt, " Paris", " Rome", grids=["resid"])
+    assert len(result.tokens) == len(result.corrupt_tokens) == 9
+    assert result.tokens[1:4] == [" E", "iffel", " Tower"]
+    frame = result.frames["resid"]
+    grid = frame[frame["method"] == "activation"].pivot(
+        index="layer", columns="pos", values="score"
+    )
+    subject, final, n_layers = [1, 2, 3], 8, smollm.cfg.n_layers
+    early, late = grid.loc[: n_layers // 2], grid.loc[n_layers - 4 :]
+    assert early[subject].max(axis=1).min() > 0.7 and early[3].min() > 0.3  # " Tower" alone
+    assert early[final].abs().max() < 0.1
+    assert late[final].min() > 0.7 and late[subject].abs().max().max() < 0.1

@@ -27,6 +27,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="0 (default) decodes greedily")  # fmt: skip
     parser.add_argument("-o", "--output", required=True, metavar="PATH",
                         help="the HTML file to write, e.g. reports/NAME.html")  # fmt: skip
+    parser.add_argument("--patch", nargs="+", metavar="TOKEN", default=None,
+                        help="ANSWER [WRONG]: add activation patching from the first prompt "
+                        "(clean) into the second (corrupted), same token count")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -41,11 +44,15 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("--temperature must be >= 0")
     if not args.output.endswith((".html", ".htm")):
         raise InterpError(f"the report is HTML: name it {args.output}.html")
+    if args.patch is not None and (len(args.patch) > 2 or len(args.prompts) < 2):
+        raise InterpError("--patch takes ANSWER [WRONG] and needs two prompts: clean, corrupted")
     model = load_text_model(args.model)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
     trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling)
     trace.meta["command"] = command_line(args)
+    if args.patch is not None:
+        trace.meta["patch"] = {"answer": args.patch[0], "wrong": (args.patch[1:] or [None])[0]}
     path = build_report(trace, args.output, model=model, progress=not args.no_progress)
     print(path)
     return 0
@@ -58,4 +65,5 @@ def command_line(args: argparse.Namespace) -> str:
     words = ["interp", "report", *args.prompts, "--model", args.model]
     words += ["--generate", str(args.generate), "--seed", str(args.seed)]
     words += ["--temperature", str(args.temperature)] + (["--chat"] if args.chat else [])
+    words += ["--patch", *args.patch] if getattr(args, "patch", None) else []
     return shlex.join([*words, "-o", args.output])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from interp.plots import figure
 
@@ -27,6 +28,8 @@ def patching_grid(frame: pd.DataFrame, grid: str, tokens: list[str] | None = Non
         image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
                           origin="lower")  # fmt: skip
         ax.set_title(f"{grid}: {method} patching", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if column:
             ax.set(xlabel=column, ylabel="layer")
             if column == "pos" and tokens is not None:
@@ -44,6 +47,7 @@ def contribution_graph(grid: np.ndarray, labels: list[str], threshold: float, ti
     shown = np.where(grid >= threshold, grid, np.nan)
     image = ax.imshow(shown, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower")
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer", title=f"{title} (shares >= {threshold:g})")
     fig.colorbar(image, ax=ax, label="share of the residual")
     fig.tight_layout()

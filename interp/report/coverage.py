@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from interp.analysis.coverage import TAU, TOP_MIN, UNCOVERED_MAX
+from interp.analysis.key_attribution import MOVES
 from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
 from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
@@ -31,8 +32,16 @@ def coverage_section(inputs: ReportInputs) -> Section:
     section = Section(
         "coverage",
         "Prompt-key coverage",
-        "Which prompt tokens the model looks up while it answers. The answering positions (the "
-        "last prompt token and every generated token but the last) attend to the prompt; each "
+        "Which prompt tokens carried the answer, then which the model looks up while it "
+        "answers. First, key attribution: the log-probability of the continuation each prompt "
+        "token supplies through attention, estimated for every token at once by attribution "
+        "patching (gradient x the change in the attention weights when the answering positions "
+        "may not read that token; one forward and one backward pass) and measured exactly by "
+        "blocking each of the top tokens alone. Covered keys are those whose block moves the "
+        f"continuation's log p by {MOVES:g} nats or more; the table says whether blocking "
+        "them all changes the greedy answer. Then attention mass, a secondary view. The "
+        "answering positions (the last prompt token and every generated token but the last) "
+        "attend to the prompt; each "
         "prompt token's mass is the attention it gets, averaged over layers, heads (per query "
         "head) and answering positions, renormalised over the prompt without position 0, the "
         "attention sink, whose share is reported apart. Darker tokens get more mass (hover for "
@@ -58,12 +67,20 @@ def coverage_section(inputs: ReportInputs) -> Section:
         section.images.append(image(figures.coverage_by_layer(layers, inputs.labels),
                                     "prompt-key coverage by layer"))  # fmt: skip
     tokens = inputs.frame("tokens")
+    attribution = inputs.derived("key_attribution")
+    att_summary = inputs.derived("key_attribution_summary")
+    if attribution is None or att_summary is None:
+        section.notes.append(f"Key attribution: not available: {inputs.reason('key_attribution')}.")
     measures: dict[str, list] = {}
     for p, prompt in enumerate(inputs.prompts):
         row = summary[summary["prompt"] == p].iloc[0]
         own = keys[keys["prompt"] == p]
         checks = causal[causal["prompt"] == p] if causal is not None else None
-        section.panes.append(_pane(prompt.label, row, own, tokens[tokens["prompt"] == p], checks))
+        pane = _pane(prompt.label, row, own, tokens[tokens["prompt"] == p], checks)
+        if attribution is not None and att_summary is not None:
+            headline = att_summary[att_summary["prompt"] == p].iloc[0]
+            _attribution(pane, attribution[attribution["prompt"] == p], headline, measures)
+        section.panes.append(pane)
         top = own.loc[own["mass"].idxmax()]
         values = {name: row[col] for col, name in SUMMARY.items()}
         values["most read prompt token"] = f"{token_cell(top['token'])} @{top['pos']}"
@@ -77,6 +94,34 @@ def coverage_section(inputs: ReportInputs) -> Section:
             measures.setdefault(name, []).append(value)
     section.measures = measures
     return section
+
+
+def _attribution(pane: Pane, keys: pd.DataFrame, row, measures: dict[str, list]) -> None:
+    """The headline, first in the pane: the top keys by attribution with their exact blocks."""
+    top = keys.dropna(subset=["rank"]).sort_values("rank").head(TOP_KEYS)
+    top = top.assign(token=top["token"].map(token_cell))
+    shown = top[["rank", "pos", "token", "attribution", "exact", "covered"]].rename(
+        columns={"attribution": "attribution (nats)", "exact": "blocked alone (nats)"}
+    )
+    pane.tables.insert(0, table(shown, "key attribution: log p each prompt token supplies"))
+    covered = keys[keys["covered"]]
+    names = " ".join(f"{token_cell(t)}@{p}" for p, t in zip(covered["pos"], covered["token"]))
+    pane.notes.insert(0, (
+        f"Key attribution vs blocking each of {row['checked']} tokens alone: Spearman "
+        f"{fmt(row['spearman'])}. Covered keys: {names or 'none'}; blocking them all takes the "
+        f"continuation's log p from {fmt(row['baseline'])} to {fmt(row['blocked_logprob'])} "
+        f"nats, greedy {row['greedy_when_blocked']!r} for {row['continuation']!r}."))  # fmt: skip
+    first = top.iloc[0] if len(top) else None
+    values = {
+        "top key by attribution": f"{token_cell(first['token'])} @{first['pos']}"
+        if first is not None
+        else None,
+        "covered keys (blocking moves the answer)": int(row["covered"]),
+        "Spearman, attribution vs blocking": row["spearman"],
+        "blocking covered keys changes the answer": bool(row["flipped"]),
+    }
+    for name, value in values.items():
+        measures.setdefault(name, []).append(value)
 
 
 def verdict(checks: pd.DataFrame) -> str:

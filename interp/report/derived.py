@@ -72,17 +72,56 @@ def _journey(trace: Trace, model) -> dict[str, pd.DataFrame]:
 def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
     """Prompt-key coverage of every prompt from the trace's attention rows, and the causal
     check as `interp coverage` runs it (`interp.runs.coverage`)."""
-    from interp.runs.coverage import check_trace
+    from interp.runs.coverage import attribute_trace, check_trace
 
     if trace.query_attention.empty:
         raise Unavailable("attention was not captured in this trace")
     cov, checks = check_trace(trace, model)
+    needs_model = "the causal check runs the model: pass model= (the CLI does)"
+    keys, summary = attribute_trace(trace, model) if model is not None else (needs_model,) * 2
     out: dict[str, pd.DataFrame | str] = {
         "coverage": cov.summary, "coverage_keys": cov.keys, "coverage_layers": cov.layers,
-        "coverage_causal": checks if checks is not None
-        else "the causal check runs the model: pass model= (the CLI does)",
+        "coverage_causal": checks if checks is not None else needs_model,
+        "key_attribution": keys, "key_attribution_summary": summary,
     }  # fmt: skip
     return out
+
+
+def _contributions(trace: Trace, model) -> dict[str, pd.DataFrame]:
+    """Per prompt, the contribution graph at the position that predicts the next token."""
+    from interp.analysis.contributions import contributions
+
+    if not trace.weights:
+        raise Unavailable("the contribution graph needs the model's W_O: pass model=")
+    frames = []
+    for p, record in enumerate(trace.records):
+        t = record.tensors
+        if "z" not in t:
+            raise Unavailable("the residual stream was not captured in this trace")
+        frames.append(contributions(t["resid"], t["attn_out"], t["mlp_out"], t["z"],
+                                    trace.weights["W_O"], pos=-1, prompt=p))  # fmt: skip
+    return {"contributions": pd.concat(frames, ignore_index=True)}
+
+
+def _patching(trace: Trace, model) -> dict[str, pd.DataFrame]:
+    """Activation and attribution patching from the first prompt (clean) into the second
+    (corrupted), when the trace's meta names the answer (`interp report --patch`)."""
+    from interp.runs.patching import patching
+
+    asked = trace.meta.get("patch")
+    if not asked:
+        raise Unavailable("no patching asked for (interp report --patch ANSWER [WRONG])")
+    if model is None:
+        raise Unavailable("patching runs the model: pass model= (the CLI does)")
+    if len(trace.records) < 2:
+        raise Unavailable("patching needs two prompts: the clean one, then the corrupted one")
+    clean, corrupt = (record.ids[: record.n_prompt] for record in trace.records[:2])
+    result = patching(model, clean, corrupt, asked["answer"], asked.get("wrong"))
+    frames = [frame.assign(grid=grid) for grid, frame in result.frames.items()]
+    summary = pd.DataFrame([{"metric": result.metric, "clean": result.clean,
+                             "corrupt": result.corrupt, **{f"seconds_{k}": v for k, v in
+                                                           result.seconds.items()}}])  # fmt: skip
+    return {"patching": pd.concat(frames, ignore_index=True), "patching_summary": summary}
 
 
 @dataclass(frozen=True)
@@ -97,10 +136,19 @@ ANALYSES = [
     Analysis(("lens",), _lens, per_prompt=True),
     Analysis(("journey",), _journey, per_prompt=True),
     Analysis(
-        ("coverage", "coverage_keys", "coverage_layers", "coverage_causal"),
+        (
+            "coverage",
+            "coverage_keys",
+            "coverage_layers",
+            "coverage_causal",
+            "key_attribution",
+            "key_attribution_summary",
+        ),
         _coverage,
         per_prompt=True,
     ),  # fmt: skip
+    Analysis(("contributions",), _contributions, per_prompt=True),
+    Analysis(("patching", "patching_summary"), _patching, per_prompt=False),
     Analysis(("induction", "induction_ablation"), _induction, per_prompt=False),
 ]
 

@@ -16,6 +16,7 @@ from interp.report.coverage import coverage_section
 from interp.report.experts import experts_section
 from interp.report.inputs import ReportInputs
 from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
+from interp.report.patching import contributions_section, patching_section
 from interp.report.stream import journey_section, residual_section
 from interp.trace.kv_cache import kv_cache_bytes
 
@@ -190,6 +191,8 @@ SECTIONS: list[Callable[[ReportInputs], Section]] = [
     residual_section,
     attention_section,
     coverage_section,
+    contributions_section,
+    patching_section,
     experts_section,
     shapes_section,
 ]

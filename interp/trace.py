@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from interp import capture as cap_mod
-from interp import frames
+from interp import frames, validate
 from interp.errors import InterpError
 from interp.prompts import encode
 from interp.sampling import Sampling, entropy, kv_cache_bytes, measured_cache_bytes
@@ -62,17 +62,15 @@ def trace(
     generated one; "all" keeps every row (that is, full patterns).
     """
     sampling = sampling or Sampling()
-    if max_new_tokens < 0:
-        raise InterpError("max_new_tokens must be >= 0")
+    if not isinstance(sampling, Sampling):
+        raise InterpError(f"sampling must be an interp.Sampling, not {type(sampling).__name__}")
+    max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens", low=0)
     # The bridge rebuilds hook_dict on every access (~1 ms): read it once per trace.
     hook_names = dict.fromkeys(model.hook_dict)
     groups, raw = _parse_capture(hook_names, capture)
     sequences = _sequences(model, prompts)
     longest = max(len(s) for s in sequences) + max_new_tokens
-    if longest > model.cfg.n_ctx:
-        raise InterpError(
-            f"prompt + continuation is {longest} tokens; context is {model.cfg.n_ctx}"
-        )
+    validate.context(max(len(s) for s in sequences), max_new_tokens, model.cfg.n_ctx)
     cfg = model.cfg
     full_bytes = cfg.n_layers * cfg.n_heads * longest * longest * 4 * len(sequences)
     keep_full = query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
@@ -152,8 +150,9 @@ class Trace:
         directory = Path(directory)
         if not (directory / "meta.json").is_file():
             raise InterpError(f"{directory} holds no saved trace (meta.json missing)")
-        saved = {p.stem: pd.read_parquet(p) for p in directory.glob("*.parquet")}
-        return cls([], json.loads((directory / "meta.json").read_text()), saved_frames=saved)
+        from interp.saved import read_frames, read_meta
+
+        return cls([], read_meta(directory), saved_frames=read_frames(directory))
 
 
 def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:
@@ -173,17 +172,22 @@ def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[s
 
 def _sequences(model, prompts) -> list[torch.Tensor]:
     if isinstance(prompts, torch.Tensor):
+        if prompts.ndim not in (1, 2):
+            raise InterpError(f"token ids must be 1-D or a 2-D batch, not {prompts.ndim}-D")
         prompts = list(prompts) if prompts.ndim == 2 else [prompts]
-    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    if isinstance(prompts, str):
+        items = [prompts]
+    elif isinstance(prompts, Sequence):
+        items = list(prompts)
+    else:
+        kind = type(prompts).__name__
+        raise InterpError(f"prompts must be text, token ids or a list of them, not {kind}")
     if not items:
         raise InterpError("no prompts given")
-    if isinstance(items[0], torch.Tensor):
-        for ids in items:
-            if ids.numel() == 0:
-                raise InterpError("the prompt is empty")
-            if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
-                raise InterpError(f"token ids must lie in [0, {model.cfg.d_vocab})")
-        return [ids.long() for ids in items]
+    if all(isinstance(item, torch.Tensor) for item in items):
+        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items]
+    if not all(isinstance(item, str) for item in items):
+        raise InterpError("prompts must be all text or all token-id tensors, not a mix")
     return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from interp.errors import InterpError
 from interp.models import cache
+from interp.models.config import read_config
 from interp.models.zoo import ZooEntry
 
 COLUMNS = [
@@ -46,7 +46,7 @@ def _gguf_facts(path: Path) -> dict:
 def _dir_facts(path: Path) -> dict:
     from safetensors import safe_open
 
-    config = json.loads((path / "config.json").read_text())
+    config = read_config(path)
     params = 0
     for file in path.glob("*.safetensors"):
         with safe_open(file, "pt") as f:

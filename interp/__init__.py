@@ -17,7 +17,7 @@ _LAZY = {
     "load": ("interp.models", "load"),
     "trace": ("interp.trace", "trace"),
     "Trace": ("interp.trace", "Trace"),
-    "Sampling": ("interp.sampling", "Sampling"),
+    "Sampling": ("interp.trace", "Sampling"),
     "prompts": ("interp.prompts", None),
 }
 

@@ -111,7 +111,7 @@ def test_trace_load_refuses_damaged_files(moe, tmp_path):
         "[1, 2]": "is not a JSON object",
         json.dumps({k: v for k, v in good.items() if k != "cfg"}): "'cfg' must be a dict",
         json.dumps({**good, "model": 3}): "'model' must be a str, is a int",
-        json.dumps({**good, "cfg": {"n_layers": 1}}): "'cfg' lacks n_heads",
+        json.dumps({**good, "cfg": {"n_layers": 1}}): "'cfg' does not describe a model",
     }
     for text, message in cases.items():
         meta.write_text(text)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from interp.errors import InterpError
+from interp.trace.facts import ModelFacts
 
 # What `trace()` writes into meta and what the frames and reports read back from it.
 META_KEYS = {"model": str, "cfg": dict, "capture": list, "max_new_tokens": int, "sampling": dict}
-CFG_KEYS = ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx", "moe_layers")
 
 
 def read_meta(directory: Path) -> dict:
@@ -28,9 +28,10 @@ def read_meta(directory: Path) -> dict:
         if not isinstance(meta.get(key), kind):
             found = "missing" if key not in meta else f"a {type(meta[key]).__name__}"
             raise InterpError(f"{meta_file}: '{key}' must be a {kind.__name__}, is {found}")
-    missing = [key for key in CFG_KEYS if key not in meta["cfg"]]
-    if missing:
-        raise InterpError(f"{meta_file}: 'cfg' lacks {', '.join(missing)}")
+    try:
+        ModelFacts.from_dict(meta["cfg"])
+    except TypeError as exc:  # a missing or unknown field
+        raise InterpError(f"{meta_file}: 'cfg' does not describe a model ({exc})") from None
     return meta
 
 

@@ -84,9 +84,21 @@ def test_full_check_finds_what_the_sampled_check_misses(root):
     # 16 samples of 64 KiB cover 1 MiB of 4 MiB: a byte halfway between two samples is unread.
     middle = (len(data) - cache.SAMPLE_BYTES) * 1 // (cache.SAMPLES - 1) // 2 + cache.SAMPLE_BYTES
     data[middle] ^= 0xFF
+    stat = weights.stat()
     weights.write_bytes(bytes(data))
+    assert "does not match its checksum" in cache.damage(entry)  # written since: rehashed
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # bit rot keeps the mtime
     assert cache.damage(entry) is None
     assert "does not match its checksum" in cache.damage(entry, full=True)
+
+
+def test_a_touched_but_intact_entry_is_served(root):
+    _, source = root
+    build, calls = _build(os.urandom(1 << 20))
+    entry = cache.get_or_build(source, "gguf", build)
+    os.utime(entry / "weights.bin")
+    assert cache.damage(entry) is None and cache.get_or_build(source, "gguf", build) == entry
+    assert len(calls) == 1
 
 
 def test_stale_temporaries_are_swept(root):

@@ -85,7 +85,12 @@ def is_cached(source: Path, kind: str) -> bool:
 
 def _manifest(directory: Path, source: Path) -> dict:
     files = {
-        p.name: {"size": p.stat().st_size, "hash": _full_hash(p), "sampled": _sampled_hash(p)}
+        p.name: {
+            "size": p.stat().st_size,
+            "mtime_ns": p.stat().st_mtime_ns,
+            "hash": _full_hash(p),
+            "sampled": _sampled_hash(p),
+        }  # fmt: skip
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name != MANIFEST
     }
@@ -93,7 +98,10 @@ def _manifest(directory: Path, source: Path) -> dict:
 
 
 def damage(entry: Path, full: bool = False) -> str | None:
-    """None if `entry` matches its manifest, else what is wrong (one phrase)."""
+    """None if `entry` matches its manifest, else what is wrong (one phrase).
+
+    Cheap unless `full`: sizes and sampled hashes; a file written since the build (its mtime
+    moved, as any in-place write moves it) is rehashed in full."""
     try:
         files = json.loads((entry / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -103,10 +111,12 @@ def damage(entry: Path, full: bool = False) -> str | None:
     for name, want in files.items():
         path = entry / name
         try:
-            if path.stat().st_size != want["size"]:
-                return f"{name} has {path.stat().st_size} bytes, not {want['size']}"
+            stat = path.stat()
+            if stat.st_size != want["size"]:
+                return f"{name} has {stat.st_size} bytes, not {want['size']}"
+            rehash = full or stat.st_mtime_ns != want.get("mtime_ns")
             if _sampled_hash(path) != want["sampled"] or (
-                full and _full_hash(path) != want["hash"]
+                rehash and _full_hash(path) != want["hash"]
             ):
                 return f"{name} does not match its checksum"
         except OSError as exc:

@@ -100,8 +100,8 @@ def token_ids(ids, d_vocab: int, name: str = "token ids"):
 
 
 def output_path(value: Any, *, suffixes: tuple[str, ...] = ()) -> Path:
-    """A file path the user asked us to write, checked before any work: encodable, its parent
-    an existing writable directory, itself not a directory."""
+    """A file path the user asked us to write, checked before any work: encodable, not a
+    directory, and under a writable directory (missing directories between are created)."""
     raw = os.fsdecode(value) if isinstance(value, bytes | os.PathLike) else value
     if not isinstance(raw, str) or not raw:
         raise InterpError("the output path is empty")
@@ -112,19 +112,14 @@ def output_path(value: Any, *, suffixes: tuple[str, ...] = ()) -> Path:
     path = Path(raw)
     if suffixes and path.suffix.lower() not in suffixes:
         raise InterpError(f"{raw} must end in {' or '.join(suffixes)}")
-    parent = path.parent
-    # The nearest existing ancestor decides: a regular file there means the path cannot exist.
-    for ancestor in (parent, *parent.parents):
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise InterpError(f"cannot write {raw}: {ancestor} is a file, not a directory")
-            break
-    if not parent.is_dir():
-        raise InterpError(f"cannot write {raw}: the directory {parent} does not exist")
+    # The nearest existing ancestor decides: missing directories below it are created on write.
+    ancestor = next(a for a in (path.parent, *path.parent.parents) if a.exists())
+    if not ancestor.is_dir():
+        raise InterpError(f"cannot write {raw}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InterpError(f"cannot write {raw}: the directory {ancestor} is not writable")
     if path.is_dir():
         raise InterpError(f"cannot write {raw}: it is a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InterpError(f"cannot write {raw}: the directory {parent} is not writable")
     return path
 
 

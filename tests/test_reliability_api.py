@@ -175,7 +175,6 @@ def test_output_paths_are_checked(tmp_path):
     cases = {
         str(tmp_path / "file" / "r.html"): "is a file, not a directory",
         str(tmp_path / "file" / "sub" / "r.html"): "is a file, not a directory",
-        str(tmp_path / "missing" / "r.html"): "does not exist",
         str(tmp_path / "dir.html"): "it is a directory",
         str(tmp_path / "r\udcff.html"): "not valid UTF-8",
         "": "empty",
@@ -189,3 +188,5 @@ def test_output_paths_are_checked(tmp_path):
         with pytest.raises(InterpError, match="not writable"):
             validate.output_path(readonly / "r.html")
     assert validate.output_path(tmp_path / "r.html") == tmp_path / "r.html"
+    deep = tmp_path / "new" / "dirs" / "r.html"  # created by the write, as before
+    assert validate.output_path(deep) == deep and not deep.parent.exists()

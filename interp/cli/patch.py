@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-import pandas as pd
-
+from interp import validate
+from interp.cli import args as a
 from interp.cli.output import add_format_option, load_text_model, print_frame
-from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
 GRIDS = ("resid", "heads", "mlp")
@@ -21,27 +19,28 @@ COLUMNS = {"resid": "pos", "heads": "head", "mlp": None}  # the grid's second ax
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "patch", help="activation patching from a clean into a corrupted prompt"
-    )
-    parser.add_argument("clean", help="the prompt whose answer is right")
-    parser.add_argument("corrupt", help="the same number of tokens, answering otherwise")
+    parser = sub.add_parser("patch")
+    parser.add_argument("clean", type=a.prompt, help="the prompt whose answer is right")
+    parser.add_argument("corrupt", type=a.prompt,
+                        help="as many tokens as CLEAN, answering otherwise")  # fmt: skip
     parser.add_argument("--answer", required=True, help='the clean answer token, e.g. " Paris"')
     parser.add_argument("--wrong", default=None,
                         help="the corrupted answer token: the metric is logit(answer) - "
                         "logit(wrong); without it, log p(answer)")  # fmt: skip
     parser.add_argument("--grid", nargs="+", choices=GRIDS, default=list(GRIDS))
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=a.integer(1), default=32,
                         help="patched copies per forward (default 32)")  # fmt: skip
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("-o", "--output", type=Path, default=None,
+    a.add_model_option(parser, DEFAULT_MODEL)
+    parser.add_argument("-o", "--output", default=None, metavar="PATH",
                         help="write every grid as one long frame (.csv or .json)")  # fmt: skip
     add_format_option(parser)
     return parser
 
 
-def long_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def long_frame(frames: dict):
     """Every grid in one tidy frame, with a `grid` column (pos / head empty where not an axis)."""
+    import pandas as pd
+
     parts = [frame.assign(grid=grid) for grid, frame in frames.items()]
     out = pd.concat(parts, ignore_index=True)
     columns = ["grid", "method", "layer", "pos", "token", "head", "score"]
@@ -51,21 +50,20 @@ def long_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> int:
     from interp.runs.patching import METHODS, patching
 
-    if args.output is not None and args.output.suffix not in (".csv", ".json"):
-        raise InterpError(f"--output must end in .csv or .json, not {args.output.name!r}")
-    if args.batch_size < 1:
-        raise InterpError("--batch-size must be >= 1")
+    output = None
+    if args.output is not None:  # checked before the model loads
+        output = validate.output_path(args.output, suffixes=(".csv", ".json"))
     model = load_text_model(args.model)
     result = patching(model, args.clean, args.corrupt, args.answer, args.wrong,
                       grids=args.grid, batch_size=args.batch_size)  # fmt: skip
     tidy = long_frame(result.frames)
-    if args.output is not None:
+    if output is not None:
         from interp.files import write_atomic
 
-        text = (tidy.to_json(orient="records", indent=1) if args.output.suffix == ".json"
+        text = (tidy.to_json(orient="records", indent=1) if output.suffix.lower() == ".json"
                 else tidy.to_csv(index=False))  # fmt: skip
-        write_atomic(args.output, text)
-        print(f"wrote {len(tidy)} rows to {args.output}")
+        write_atomic(output, text)
+        print(f"wrote {len(tidy)} rows to {output}")
         return 0
     if args.format == "csv":
         print_frame(tidy, "csv")
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def grid_view(frame: pd.DataFrame, grid: str) -> pd.DataFrame:
+def grid_view(frame, grid: str):
     """One method's scores as the grid: a row per layer, a column per position / head."""
     column = COLUMNS[grid]
     if column is None:

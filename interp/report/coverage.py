@@ -9,7 +9,8 @@ from interp.analysis.coverage import TAU, TOP_MIN, UNCOVERED_MAX
 from interp.analysis.key_attribution import MOVES
 from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
-from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
+from interp.report.parts import Pane, Section, Token, fmt, image, table
+from interp.text import show_text, show_token
 
 TOP_KEYS = 5  # most-read prompt tokens listed per prompt
 SUMMARY = {  # summary column -> row name in the numbers table and the comparison summary
@@ -83,7 +84,7 @@ def coverage_section(inputs: ReportInputs) -> Section:
         section.panes.append(pane)
         top = own.loc[own["mass"].idxmax()]
         values = {name: row[col] for col, name in SUMMARY.items()}
-        values["most read prompt token"] = f"{token_cell(top['token'])} @{top['pos']}"
+        values["most read prompt token"] = f"{show_token(top['token'])} @{top['pos']}"
         values["its mass"] = top["mass"]
         if checks is not None:
             per = checks.set_index("blocked")["delta_per_token"]
@@ -99,13 +100,13 @@ def coverage_section(inputs: ReportInputs) -> Section:
 def _attribution(pane: Pane, keys: pd.DataFrame, row, measures: dict[str, list]) -> None:
     """The headline, first in the pane: the top keys by attribution with their exact blocks."""
     top = keys.dropna(subset=["rank"]).sort_values("rank").head(TOP_KEYS)
-    top = top.assign(token=top["token"].map(token_cell))
+    top = top.assign(token=top["token"].map(show_token))
     shown = top[["rank", "pos", "token", "attribution", "exact", "covered"]].rename(
         columns={"attribution": "attribution (nats)", "exact": "blocked alone (nats)"}
     )
     pane.tables.insert(0, table(shown, "key attribution: log p each prompt token supplies"))
     covered = keys[keys["covered"]]
-    names = " ".join(f"{token_cell(t)}@{p}" for p, t in zip(covered["pos"], covered["token"]))
+    names = " ".join(f"{show_token(t)}@{p}" for p, t in zip(covered["pos"], covered["token"]))
     pane.notes.insert(0, (
         f"Key attribution vs blocking each of {row['checked']} tokens alone: Spearman "
         f"{fmt(row['spearman'])}. Covered keys: {names or 'none'}; blocking them all takes the "
@@ -113,7 +114,7 @@ def _attribution(pane: Pane, keys: pd.DataFrame, row, measures: dict[str, list])
         f"nats, greedy {row['greedy_when_blocked']!r} for {row['continuation']!r}."))  # fmt: skip
     first = top.iloc[0] if len(top) else None
     values = {
-        "top key by attribution": f"{token_cell(first['token'])} @{first['pos']}"
+        "top key by attribution": f"{show_token(first['token'])} @{first['pos']}"
         if first is not None
         else None,
         "covered keys (blocking moves the answer)": int(row["covered"]),
@@ -141,7 +142,7 @@ def _pane(label: str, row, keys: pd.DataFrame, tokens: pd.DataFrame, checks) -> 
     ]
     pane.tables.append(table(pd.DataFrame(numbers, columns=["measure", "value"]), "coverage"))
     top = keys[~keys["sink"]].nlargest(TOP_KEYS, "mass")
-    top = top.assign(token=top["token"].map(token_cell))[["pos", "token", "mass", "peak"]]
+    top = top.assign(token=top["token"].map(show_token))[["pos", "token", "mass", "peak"]]
     pane.tables.append(table(top.rename(columns={"peak": "peak (x uniform)"}),
                              "most read prompt tokens"))  # fmt: skip
     if checks is None:
@@ -176,11 +177,11 @@ def _shaded(keys: pd.DataFrame, tokens: pd.DataFrame) -> list[Token]:
     for k in keys.itertuples():
         if k.sink:
             title = f"pos {k.pos} | sink: its share is the sink mass ({k.attention:.3g})"
-            out.append(Token(show_token(k.token), 0.0, title, False))
+            out.append(Token(show_text(k.token), 0.0, title, False))
             continue
         state = "read" if k.covered else "not read"
         title = f"pos {k.pos} | mass {k.mass:.3g} | peak {k.peak:.3g}x uniform ({state})"
-        out.append(Token(show_token(k.token), float(k.mass / top), title, False))
+        out.append(Token(show_text(k.token), float(k.mass / top), title, False))
     for t in tokens[tokens["generated"]].itertuples():
-        out.append(Token(show_token(t.token), 0.0, f"pos {t.pos} | generated", True))
+        out.append(Token(show_text(t.token), 0.0, f"pos {t.pos} | generated", True))
     return out

@@ -7,6 +7,7 @@ replaces the first x5 by another token y, so it predicts y; the metric is logit(
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -95,7 +96,7 @@ def test_batched_grid_equals_one_patch_at_a_time(moe):
 
         mlp = stored["blocks.3.hook_mlp_out"]
         by_hand = [one("blocks.2.attn.hook_z", head1)]
-        by_hand.append(one("blocks.3.hook_mlp_out", lambda t, h: mlp))
+        by_hand.append(one("blocks.3.hook_mlp_out", lambda t, hook: mlp))
     heads = scores(result, "heads", "activation").reshape(moe.cfg.n_layers, moe.cfg.n_heads)
     assert [heads[2, 1], scores(result, "mlp", "activation")[3]] == pytest.approx(by_hand, abs=1e-4)
     # The same grid one copy per forward.
@@ -168,3 +169,30 @@ def test_eiffel_subject_early_final_position_late(smollm):
     assert early[subject].max(axis=1).min() > 0.7 and early[3].min() > 0.3  # " Tower" alone
     assert early[final].abs().max() < 0.1
     assert late[final].min() > 0.7 and late[subject].abs().max().max() < 0.1
+
+
+def test_cli_prints_and_writes_the_grids(moe, tmp_path, capsys, monkeypatch):
+    from interp.cli import main
+
+    monkeypatch.setattr(interp, "load", lambda name: moe)
+    clean, corrupt = "def foo(a, b):\n    return a +", "def foo(x, y):\n    return x +"
+    argv = ["patch", clean, corrupt, "--answer", " ", "--wrong", "'", "--model", "tiny-moe"]
+    assert main([*argv, "--grid", "heads", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "heads, activation patching" in out and "mlp, attribution patching" in out
+    assert "resid," not in out and "Pearson" in out
+    path = tmp_path / "grids.csv"
+    assert main([*argv, "-o", str(path)]) == 0
+    written = pd.read_csv(path)
+    api = patching(moe, clean, corrupt, " ", "'")
+    assert len(written) == sum(len(frame) for frame in api.frames.values())
+    heads = written[(written["grid"] == "heads") & (written["method"] == "activation")]
+    np.testing.assert_allclose(heads["score"], scores(api, "heads", "activation"), atol=1e-4)
+    # Different token counts: one line, exit 2, nothing written.
+    capsys.readouterr()
+    bad = tmp_path / "bad.csv"
+    assert main(["patch", clean, "def f(a):", "--answer", " ", "--model", "tiny-moe",
+                 "-o", str(bad)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interp: error: the clean prompt is 12 tokens")
+    assert not bad.exists()

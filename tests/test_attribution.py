@@ -87,3 +87,23 @@ def test_needle_digits_carry_the_answer(smollm):
     assert result["spearman"] > 0.8  # measured 0.93 over the 21 keys
     assert result["blocked_logprob"] < result["baseline"] - 5
     assert not result["greedy_when_blocked"].startswith(" 4")
+
+
+def test_coverage_command_leads_with_attribution(monkeypatch, capsys):
+    import json
+
+    from interp.cli import main
+    from interp.runs.coverage import continuation
+
+    moe = interp.load("tiny-moe")
+    monkeypatch.setattr(interp, "load", lambda name: moe)
+    prompt = "def area(w, h):\n    return w *"
+    assert main(["coverage", prompt, "--generate", "2", "--model", "tiny-moe"]) == 0
+    out = capsys.readouterr().out
+    assert 0 < out.index("key attribution") < out.index("Spearman") < out.index("attention mass")
+    assert main(["coverage", prompt, "--generate", "2", "--model", "tiny-moe",
+                 "--format", "json"]) == 0  # fmt: skip
+    shown = json.loads(capsys.readouterr().out)["attribution"]
+    record = interp.trace(moe, prompt, max_new_tokens=2, capture=()).records[0]
+    api = key_attribution(moe, continuation(record), record.n_prompt)["keys"]
+    assert [row["attribution"] for row in shown] == pytest.approx(api["attribution"].tolist())

@@ -4,6 +4,8 @@ import interp
 model = interp.load()                       # SmolLM2-135M, offline
 trace = interp.trace(model, "The capital of France is")
 trace.residual                              # long-form pandas frames
+interp.patching(model, "The Eiffel Tower is in the city of", "The Colosseum is in the city of",
+                answer=" Paris", wrong=" Rome").frames["resid"]   # activation patching
 """
 
 import importlib
@@ -19,6 +21,7 @@ _LAZY = {
     "Trace": ("interp.trace", "Trace"),
     "Sampling": ("interp.trace", "Sampling"),
     "prompts": ("interp.prompts", None),
+    "patching": ("interp.runs.patching", "patching"),
 }
 
 
@@ -42,4 +45,4 @@ class _Package(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
-__all__ = ["load", "trace", "Trace", "Sampling", "prompts", "InterpError"]
+__all__ = ["load", "trace", "Trace", "Sampling", "prompts", "patching", "InterpError"]

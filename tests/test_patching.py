@@ -184,7 +184,7 @@ def test_cli_prints_and_writes_the_grids(moe, tmp_path, capsys, monkeypatch):
     path = tmp_path / "grids.csv"
     assert main([*argv, "-o", str(path)]) == 0
     written = pd.read_csv(path)
-    api = patching(moe, clean, corrupt, " ", "'")
+    api = interp.patching(moe, clean, corrupt, " ", "'")  # the package's export
     assert len(written) == sum(len(frame) for frame in api.frames.values())
     heads = written[(written["grid"] == "heads") & (written["method"] == "activation")]
     np.testing.assert_allclose(heads["score"], scores(api, "heads", "activation"), atol=1e-4)

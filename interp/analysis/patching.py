@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 
 from interp.errors import InterpError
@@ -92,3 +93,14 @@ def attribution(
         (grads[c.name][0][c.index] * (clean[c.name][0] - corrupt[c.name][0])[c.index]).sum()
         for c in cell_list
     ])  # fmt: skip
+
+
+def compare(frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """One grid's cells with both methods side by side (activation, attribution, gap =
+    attribution - activation), largest |gap| first, and their Pearson correlation."""
+    axes = [c for c in ("layer", "pos", "token", "head") if c in frame.columns]
+    pair = frame.pivot_table(index=axes, columns="method", values="score").reset_index()
+    pair.columns.name = None
+    pair["gap"] = pair["attribution"] - pair["activation"]
+    pair = pair.sort_values("gap", key=abs, ascending=False, ignore_index=True)
+    return pair, float(pair["activation"].corr(pair["attribution"]))

@@ -16,6 +16,7 @@ from interp.models.zoo import DEFAULT_MODEL
 
 GRIDS = ("resid", "heads", "mlp")
 COLUMNS = {"resid": "pos", "heads": "head", "mlp": None}  # the grid's second axis
+DISAGREEMENTS = 3  # cells listed where attribution patching strays most from the exact score
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -48,6 +49,7 @@ def long_frame(frames: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from interp.analysis.patching import compare
     from interp.runs.patching import METHODS, patching
 
     output = None
@@ -81,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
         for method in METHODS:
             print(f"\n{grid}, {method} patching (rows: layer):")
             print_frame(grid_view(frame[frame["method"] == method], grid), "table", 2)
-        pair = frame.pivot_table(index=[c for c in frame.columns if c in ("layer", "pos", "head")],
-                                 columns="method", values="score")  # fmt: skip
-        print(f"{grid}: attribution vs activation patching, Pearson {pair.corr().iloc[0, 1]:.3f}; "
-              f"activation patching took {result.seconds[grid]:.2f} s")  # fmt: skip
+        pair, pearson = compare(frame)
+        print(f"{grid}: attribution vs activation patching, Pearson {pearson:.3f}; activation "
+              f"patching took {result.seconds[grid]:.2f} s; largest gaps:")  # fmt: skip
+        print_frame(pair.head(DISAGREEMENTS), "table", float_digits=2)
     print(f"\nattribution patching, every grid (one forward and one backward): "
           f"{result.seconds['attribution']:.2f} s")  # fmt: skip
     return 0

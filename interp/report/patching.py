@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from interp.analysis.contributions import THRESHOLD, component_grid
+from interp.analysis.patching import compare
 from interp.plots import patching as figures
 from interp.report.inputs import ReportInputs
 from interp.report.parts import Section, fmt, image, table
@@ -16,6 +17,7 @@ GRID_TITLES = {
     "mlp": "MLP outputs (blocks.{l}.hook_mlp_out) by layer",
 }
 TOP_CELLS = 8  # highest cells listed per grid
+GAPS = 5  # cells listed where attribution and activation patching disagree most
 
 
 def patching_section(inputs: ReportInputs) -> Section:
@@ -47,16 +49,20 @@ def patching_section(inputs: ReportInputs) -> Section:
         cells = cells.astype(dict.fromkeys(axes, int))  # float after joining the grids
         section.images.append(image(figures.patching_grid(cells, grid, clean_tokens),
                                     GRID_TITLES[grid]))  # fmt: skip
-        pair = cells.pivot_table(index=axes, columns="method", values="score")
+        pair, pearson = compare(cells)
         rows.append({"grid": grid, "cells": len(pair),
-                     "Pearson (attribution vs activation)": pair.corr().iloc[0, 1],
+                     "Pearson (attribution vs activation)": pearson,
                      "activation patching (s)": row.get(f"seconds_{grid}")})  # fmt: skip
-        top = pair.nlargest(TOP_CELLS, "activation").reset_index()
-        if "pos" in top.columns:
-            top.insert(2, "token", [repr(clean_tokens[p]) for p in top["pos"]])
-        section.tables.append(table(top, f"{grid}: highest cells by activation patching"))
+        top = pair.nlargest(TOP_CELLS, "activation")
+        section.tables.append(table(_shown(top), f"{grid}: highest cells by activation patching"))
+        section.tables.append(table(_shown(pair.head(GAPS)),
+                                    f"{grid}: where attribution patching strays most"))  # fmt: skip
     section.tables.insert(0, table(pd.DataFrame(rows), "the grids"))
     return section
+
+
+def _shown(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells.assign(token=cells["token"].map(repr)) if "token" in cells.columns else cells
 
 
 def contributions_section(inputs: ReportInputs) -> Section:

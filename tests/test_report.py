@@ -133,7 +133,8 @@ def test_coverage_section_shows_the_analysis_numbers(smollm, smollm_report):
     assert keys["token"].iloc[:7].tolist() == [" password", " is", " ", "7", "3", "9", "1"]
     assert keys["mass"].idxmax() == 3 and keys.loc[3, "mass"] > 2 / len(keys)
     assert keys.loc[4:7, "covered"].all()
-    top_rows = re.findall(r'<tr><td class="num">(\d+)</td><td>(.*?)</td>', panes[0])
+    mass_table = panes[0][panes[0].index("<caption>most read prompt tokens") :]
+    top_rows = re.findall(r'<tr><td class="num">(\d+)</td><td>(.*?)</td>', mass_table)
     assert top_rows[0] == ("3", "\u2423")  # the most read prompt tokens, a blank one marked
     # The markup prompt's tokens stay text in the coverage pane too.
     assert "<script" not in part and "&lt;" in part

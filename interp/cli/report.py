@@ -29,7 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="the HTML file to write, e.g. reports/NAME.html")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--save", metavar="DIR",
-                        help="also keep the trace and the analyses derived for it in DIR")  # fmt: skip
+                        help="also keep the trace and its analyses in DIR")  # fmt: skip
     parser.add_argument("--from", dest="saved", metavar="DIR",
                         help="rebuild the report from a trace kept with --save")  # fmt: skip
     return parser

@@ -37,7 +37,10 @@ def final_norm(model) -> FinalNorm:
     kind = {"RMSPre": "RMS", "LNPre": "LN"}.get(kind, kind)
     if kind not in ("RMS", "LN", "none"):
         raise InterpError(f"direct logit attribution does not know the final norm {kind!r}")
-    params = {name.rsplit(".", 1)[-1]: p.detach() for name, p in model.ln_final.named_parameters()}
+    params = {  # float32 on the CPU, like the captures, whatever the model's device and dtype
+        name.rsplit(".", 1)[-1]: p.detach().float().cpu()
+        for name, p in model.ln_final.named_parameters()
+    }
     return FinalNorm(kind, params.get("weight"), params.get("bias"), float(model.cfg.eps))
 
 

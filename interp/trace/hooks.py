@@ -4,6 +4,9 @@ Every hook writes into a `Capture`; nothing is kept that was not asked for. Atte
 kept in full only under a memory budget; otherwise each hook reduces its pattern on the spot
 (mass received per key, entropy per query, top sources per query, rows of chosen queries),
 so memory grows with T, not T^2.
+
+Device-agnostic: a hook reduces its tensor where it was produced (any GPU of a split model, in
+float32), then moves the result to the CPU once, as float32, at its reduced size (`to_host`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,16 @@ class Capture:
     shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
 
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a captured tensor: float32 if floating (whatever the model's dtype), else
+    as it is (indices). Always a copy: the model may reuse the hooked tensor."""
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    return tensor.detach().to("cpu", dtype, copy=True)
+
+
 def _store(target: dict, layer: int):
     def hook(tensor: torch.Tensor, hook) -> None:
-        target[layer] = tensor.detach().clone()
+        target[layer] = to_host(tensor)
 
     return hook
 
@@ -50,27 +60,27 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     prompt, so right-padding queries never add to the mass a key receives."""
 
     def hook(pattern: torch.Tensor, hook) -> None:
-        pattern = pattern.detach()
+        pattern = pattern.detach().float()  # [batch head query key], on the layer's device
         if keep_full:
-            cap.patterns[layer] = pattern.clone()
+            cap.patterns[layer] = to_host(pattern)
         if all(n == pattern.shape[2] for n in lengths):
-            cap.key_mass[layer] = pattern.sum(dim=-2)
+            cap.key_mass[layer] = to_host(pattern.sum(dim=-2))
         else:
-            real = torch.zeros(pattern.shape[0], 1, pattern.shape[2], 1, dtype=pattern.dtype)
+            real = pattern.new_zeros(pattern.shape[0], 1, pattern.shape[2], 1)
             for b, n in enumerate(lengths):
                 real[b, :, :n] = 1.0
-            cap.key_mass[layer] = (pattern * real).sum(dim=-2)
-        cap.query_entropy[layer] = torch.special.entr(pattern).sum(dim=-1)
+            cap.key_mass[layer] = to_host((pattern * real).sum(dim=-2))
+        cap.query_entropy[layer] = to_host(torch.special.entr(pattern).sum(dim=-1))
         k = min(TOP_SOURCES, pattern.shape[-1])
         weights, keys = pattern.topk(k, dim=-1)
         if k < TOP_SOURCES:  # fewer keys than sources: pad so steps concatenate
             pad = TOP_SOURCES - k
             weights = torch.nn.functional.pad(weights, (0, pad))
             keys = torch.nn.functional.pad(keys, (0, pad), value=-1)
-        cap.top_sources[layer] = (weights, keys)
+        cap.top_sources[layer] = (to_host(weights), to_host(keys))
         if rows is not None:
-            cap.query_rows[layer] = torch.stack(
-                [pattern[b][:, rows[b], :] for b in range(pattern.shape[0])]
+            cap.query_rows[layer] = to_host(
+                torch.stack([pattern[b][:, rows[b].tolist(), :] for b in range(pattern.shape[0])])
             )
 
     return hook
@@ -79,7 +89,7 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
 def _router_hook(cap: Capture, layer: int, batch: int):
     def hook(logits: torch.Tensor, hook) -> None:
         # MoE routers see the flattened [B*T, E] token list.
-        cap.router_logits[layer] = logits.detach().reshape(batch, -1, logits.shape[-1]).clone()
+        cap.router_logits[layer] = to_host(logits.reshape(batch, -1, logits.shape[-1]))
 
     return hook
 

@@ -10,9 +10,8 @@ import argparse
 import json
 import sys
 
-from interp.cli.output import add_format_option, load_text_model, print_frame
+from interp.cli.output import add_format_option, add_model_options, load_text_model, print_frame
 from interp.errors import InterpError
-from interp.models.zoo import DEFAULT_MODEL
 
 BAR = 20  # characters of the longest per-token bar when not shading a terminal
 
@@ -24,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("prompt")
     parser.add_argument("--generate", type=int, default=1, metavar="N",
                         help="greedy tokens to generate and check (default 1)")  # fmt: skip
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    add_model_options(parser)
     parser.add_argument("--value-weighted", action="store_true",
                         help="weight attention by |v W_O| (Kobayashi et al. 2020)")  # fmt: skip
     parser.add_argument("--tau", type=float, default=TAU,
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("the prompt is empty")
     if args.tau <= 0:
         raise InterpError("--tau must be > 0")
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     result = measure(model, args.prompt, generate=args.generate,
                      value_weighted=args.value_weighted, tau=args.tau)  # fmt: skip
     cov, causal = result["coverage"], result["causal"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from interp.cli.output import add_format_option, print_frame
+from interp.cli.output import add_format_option, add_model_options, load_model, print_frame
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "and how differently the labelled domains route.",
     )
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--model", default="tiny-moe")
+    add_model_options(parser, default="tiny-moe")
     parser.add_argument(
         "--domain", nargs="+", metavar="LABEL",
         help="a label per prompt (default: each prompt its own domain)",
@@ -32,11 +32,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.runs.experts import check, measure
 
     check(args.prompts, args.domain, args.top)
-    model = interp.load(args.model)
+    model = load_model(args)
     result = measure(model, args.prompts, args.domain, args.top)
     if args.format == "csv":
         print_frame(result["layers"], "csv")

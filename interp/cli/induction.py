@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from interp.cli.output import add_format_option, print_frame
-from interp.models.zoo import DEFAULT_MODEL
+from interp.cli.output import add_format_option, add_model_options, load_model, print_frame
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -23,7 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "token, duplicate-token, copying), then ablate the top heads, each alone and all "
         "together, against random heads, and measure the loss on the repeat.",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    add_model_options(parser)
     parser.add_argument("--seq-len", type=int, default=None, metavar="N",
                         help=f"random tokens per copy (default {DEFAULT_SEQ_LEN}, or as many as "
                         "the context holds)")  # fmt: skip
@@ -36,10 +35,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.runs.induction import MIN_DELTA, SET_RATIO, THRESHOLD, induction_heads
 
-    model = interp.load(args.model)
+    model = load_model(args)
     result = induction_heads(
         model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, top=args.top
     )

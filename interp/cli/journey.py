@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from interp.cli.output import add_format_option, load_text_model, print_frame
+from interp.cli.output import add_format_option, add_model_options, load_text_model, print_frame
 from interp.errors import InterpError
-from interp.models.zoo import DEFAULT_MODEL
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -17,7 +16,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument(
         "--position", type=int, default=None, help="token position (default: last prompt token)"
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    add_model_options(parser)
     parser.add_argument(
         "--generate", type=int, default=1, metavar="N",
         help="tokens to generate greedily, so the boundary shows the sampling step (default 1)",
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("the prompt is empty")
     if args.generate < 0:
         raise InterpError("--generate must be >= 0")
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     trace = interp.trace(
         model,
         args.prompt,

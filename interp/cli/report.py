@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from interp.cli.output import load_text_model
+from interp.cli.output import add_model_options, load_text_model, model_words
 from interp.errors import InterpError
-from interp.models.zoo import DEFAULT_MODEL
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -18,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "HTML file that compares them section by section.",
     )
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    add_model_options(parser)
     parser.add_argument("--generate", type=int, default=0, metavar="N",
                         help="tokens to generate after each prompt (default 0)")  # fmt: skip
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("--temperature must be >= 0")
     if not args.output.endswith((".html", ".htm")):
         raise InterpError(f"the report is HTML: name it {args.output}.html")
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
     trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling)
@@ -55,7 +54,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed arguments with every default spelled out and
     shell quoting, so the line printed in the report re-runs exactly (sys.argv may belong to
     a caller of `interp.cli.main`, not to this command)."""
-    words = ["interp", "report", *args.prompts, "--model", args.model]
+    words = ["interp", "report", *args.prompts, *model_words(args)]
     words += ["--generate", str(args.generate), "--seed", str(args.seed)]
     words += ["--temperature", str(args.temperature)] + (["--chat"] if args.chat else [])
     return shlex.join([*words, "-o", args.output])

@@ -32,7 +32,7 @@ def load(
     one model over several GPUs (accelerate places the layers; see TransformerLens's
     boot_transformers for their meaning).
     """
-    from interp.models.hf import load_hf_dir, load_hub
+    from interp.models.hf import load_hub
 
     def place(config: dict | None = None) -> Placement:
         checkpoint = checkpoint_dtype(config) if config else None

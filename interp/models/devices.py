@@ -39,7 +39,7 @@ def gpu_count() -> int:
 
 
 def parse_device(device: str | torch.device | None) -> torch.device:
-    """"cpu", "cuda", "cuda:1", "mps", or "auto"/None (CUDA where present, else the CPU)."""
+    """ "cpu", "cuda", "cuda:1", "mps", or "auto"/None (CUDA where present, else the CPU)."""
     if device is None or device == "auto":
         return torch.device("cuda" if gpu_count() else "cpu")
     asked = str(device)
@@ -60,7 +60,7 @@ def parse_device(device: str | torch.device | None) -> torch.device:
 
 
 def parse_dtype(dtype: str | torch.dtype, device_type: str, checkpoint: str | None = None):
-    """"auto" is the checkpoint's own dtype on a GPU and float32 on the CPU (a bf16 matmul on a
+    """ "auto" is the checkpoint's own dtype on a GPU and float32 on the CPU (a bf16 matmul on a
     CPU is slow and buys nothing); also "float32", "bfloat16", "float16" or a torch dtype."""
     if dtype == "auto":
         if device_type == "cpu" or checkpoint not in DTYPES:

@@ -44,6 +44,13 @@ def final_norm(model) -> FinalNorm:
     return FinalNorm(kind, params.get("weight"), params.get("bias"), float(model.cfg.eps))
 
 
+def sum_tolerance(dtype: str) -> float:
+    """Relative gap allowed between the attributions' sum and the logit. In float32, 1%. In
+    bfloat16 / float16 the model rounds every residual add and the logit itself (bf16 keeps 8
+    bits: a logit of 20 is a multiple of 1/8), so 4 units of its last place (bf16: 3.1%)."""
+    return max(1e-2, 4 * torch.finfo(getattr(torch, dtype)).eps)
+
+
 def _readout_direction(x: torch.Tensor, norm: FinalNorm, direction: torch.Tensor):
     """(u, offset): with the scale frozen at x, the logit (difference) from a write c is c . u,
     and the norm's own bias adds offset."""
@@ -110,9 +117,9 @@ def direct_logit_attribution(
     rows.append(("bias", "bias", -1, -1, float(bias + norm_offset + (attn_bias @ u).sum())))
     frame = pd.DataFrame(rows, columns=["component", "kind", "layer", "head", "logit"])
 
-    # The writes add up to x only to float32 rounding; a gap beyond that means a misread norm.
+    # The writes add up to x only to the model's rounding; a gap beyond that is a misread norm.
     total = frame["logit"].sum()
-    if abs(total - float(real)) > 1e-2 * max(1.0, abs(float(real))):
+    if abs(total - float(real)) > sum_tolerance(trace.facts.dtype) * max(1.0, abs(float(real))):
         raise InterpError(
             f"attributions sum to {total:.4f} but the logit is {float(real):.4f}: "
             f"the final norm ({norm.kind}) is not what this module assumes"

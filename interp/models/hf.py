@@ -22,8 +22,6 @@ def load_hf_dir(path: Path, name: str | None = None, place: Placement | None = N
     """A local HF checkpoint (config.json + safetensors [+ tokenizer]) as a TransformerBridge,
     placed as `place` says (default: float32 on the CPU). A split model is dispatched by
     accelerate (transformers' device_map), as TransformerLens's boot_transformers does."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-    from transformer_lens.utilities.multi_gpu import count_unique_devices, find_embedding_device
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -47,13 +45,21 @@ def load_hf_dir(path: Path, name: str | None = None, place: Placement | None = N
     except _LOAD_ERRORS as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InterpError(f"cannot load the checkpoint in {path}: {first_line}") from None
+    return bridge_hf_model(model, name or path.name, _local_tokenizer(path))
+
+
+def bridge_hf_model(model, name: str, tokenizer=None):
+    """A transformers causal LM already in memory (on any device or devices) as a bridge."""
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformer_lens.utilities.multi_gpu import count_unique_devices, find_embedding_device
+
     model.eval()
     bridge = build_bridge_from_module(
         model,
-        architecture=architectures[0],
+        architecture=model.config.architectures[0],
         hf_config=model.config,
-        tokenizer=_local_tokenizer(path),
-        model_name=name or path.name,
+        tokenizer=tokenizer,
+        model_name=name,
         device=find_embedding_device(model),  # None on one device: read from the weights
     )
     bridge.cfg.n_devices = count_unique_devices(model)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from interp import validate
 from interp.errors import InterpError
 
 
@@ -16,10 +17,10 @@ def parser(doc: str, name: str, *, model: str, seed_help: str,
            quick_help: str = "seconds-long smoke run") -> argparse.ArgumentParser:  # fmt: skip
     """--model (with --device, --dtype, --n-devices), --seed, --quick and --out (default
     reports/NAME.png); the script adds its own."""
-    from interp.cli.output import add_model_options
+    from interp.cli.args import add_model_option
 
-    out = argparse.ArgumentParser(description=doc.splitlines()[0])
-    add_model_options(out, default=model)
+    out = argparse.ArgumentParser(description=doc.splitlines()[0], allow_abbrev=False)
+    add_model_option(out, model)
     out.add_argument("--seed", type=int, default=0, help=seed_help)
     out.add_argument("--quick", action="store_true", help=quick_help)
     out.add_argument("--out", type=Path, default=Path("reports") / f"{name}.png")
@@ -32,6 +33,7 @@ def start(args: argparse.Namespace, argv: Sequence[str] | None = None):
 
     from interp.cli.output import load_model
 
+    validate.output_path(args.out)  # before the model loads: a mistake costs nothing
     print(f"seed {args.seed}; command: {shlex.join(sys.argv if argv is None else argv)}")
     torch.set_grad_enabled(False)
     return load_model(args)

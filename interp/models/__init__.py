@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def load(
     elif Path(name).exists() or name.startswith((".", "/")):
         raise InterpError(f"{name} is not a model directory or a .gguf file")
     else:
+        close = difflib.get_close_matches(name, list(ZOO), n=1, cutoff=0.6)
+        if close or any(entry.startswith(name) for entry in ZOO):
+            guess = close[0] if close else next(e for e in ZOO if e.startswith(name))
+            raise InterpError(f"unknown model {name!r}: did you mean {guess!r}? (interp models)")
         place()  # bad options are refused before any network wait
         bridge = load_hub(name, list(ZOO), place)
     bridge.interp_name = name

@@ -35,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import interp
 
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     text = interp.prompts.format_prompt(model.tokenizer, args.prompt, chat=args.chat)
     sampling = interp.Sampling(
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed

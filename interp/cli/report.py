@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         trace = interp.Trace.load(args.saved)
         print(build_report(trace, args.output, progress=not args.no_progress))
         return 0
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
     trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling)
@@ -67,7 +67,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed arguments with every default spelled out and
     shell quoting, so the line printed in the report re-runs exactly (sys.argv may belong to
     a caller of `interp.cli.main`, not to this command)."""
-    words = ["interp", "report", *args.prompts, "--model", args.model]
+    words = ["interp", "report", *args.prompts, *a.model_words(args)]
     words += ["--generate", str(args.generate), "--seed", str(args.seed)]
     words += ["--temperature", str(args.temperature)] + (["--chat"] if args.chat else [])
     return shlex.join([*words, "-o", args.output])

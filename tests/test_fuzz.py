@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import interp
@@ -128,6 +128,7 @@ def test_cli_fuzz(data, cached_load, monkeypatch, tmp_path_factory):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(words)
     err = err.getvalue()
+    event(f"{words[0]} exit {code}")  # shown by --hypothesis-show-statistics
     assert code in (0, 2), (words, code, err)
     assert "Traceback" not in err
     if code == 2:
@@ -183,7 +184,9 @@ def test_api_fuzz(data, cached_load):
                              capture=capture)  # fmt: skip
     except InterpError as exc:
         assert str(exc) and "\n" not in str(exc)
+        event("InterpError")
         return
+    event("traced")
     record = trace.records[0]
     assert record.ids.dtype == torch.long and len(record.ids) == record.n_prompt + int(max_new)
     assert int(record.ids.max()) < model.cfg.d_vocab
@@ -224,6 +227,8 @@ def test_trace_load_fuzz(data, cached_load, tmp_path_factory):
         frame.write_bytes(whole[:cut] + data.draw(st.binary(max_size=8)))
     try:
         interp.Trace.load(directory)
+        event(f"{damage}: loaded")
     except InterpError as exc:
         assert "\n" not in str(exc)
+        event(f"{damage}: InterpError")
     shutil.rmtree(directory)

@@ -10,7 +10,9 @@ from interp.models.zoo import DEFAULT_MODEL
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser("journey")
+    parser = sub.add_parser(
+        "journey", help="one token's journey: norms, writes, sources, lens, sampling"
+    )
     a.add_prompt(parser)
     parser.add_argument("--position", type=a.integer(), default=None,
                         help="token position (default: last prompt token)")  # fmt: skip
@@ -25,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.analysis.pilgrimage import format_journey, pilgrimage
+    from interp.analysis.journey import format_journey, journey
 
     model = load_text_model(args.model)
     trace = interp.trace(
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.generate,
         capture=("residual", "attention", "routing"),
     )
-    frame = pilgrimage(trace, position=args.position)
+    frame = journey(trace, position=args.position)
     if args.format == "table":
         print(format_journey(frame))
     else:

@@ -61,12 +61,12 @@ def _lens(trace: Trace, model) -> dict[str, pd.DataFrame]:
     return {"lens": pd.concat(frames, ignore_index=True)}
 
 
-def _pilgrimage(trace: Trace, model) -> dict[str, pd.DataFrame]:
-    """Per prompt, its last prompt position followed layer by layer (see analysis.pilgrimage)."""
-    from interp.analysis.pilgrimage import pilgrimage
+def _journey(trace: Trace, model) -> dict[str, pd.DataFrame]:
+    """Per prompt, its last prompt position followed layer by layer (see analysis.journey)."""
+    from interp.analysis.journey import journey
 
-    frames = [pilgrimage(trace, p) for p in range(len(trace.records))]
-    return {"pilgrimage": pd.concat(frames, ignore_index=True)}
+    frames = [journey(trace, p) for p in range(len(trace.records))]
+    return {"journey": pd.concat(frames, ignore_index=True)}
 
 
 def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
@@ -95,7 +95,7 @@ class Analysis:
 ANALYSES = [
     Analysis(("deltas",), _deltas, per_prompt=True),
     Analysis(("lens",), _lens, per_prompt=True),
-    Analysis(("pilgrimage",), _pilgrimage, per_prompt=True),
+    Analysis(("journey",), _journey, per_prompt=True),
     Analysis(
         ("coverage", "coverage_keys", "coverage_layers", "coverage_causal"),
         _coverage,

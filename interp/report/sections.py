@@ -13,10 +13,10 @@ import pandas as pd
 from interp.plots import compare as figures
 from interp.report.attention import attention_section
 from interp.report.coverage import coverage_section
+from interp.report.experts import experts_section
 from interp.report.inputs import ReportInputs
-from interp.report.moe import experts_section
 from interp.report.parts import Pane, Section, Token, fmt, image, table
-from interp.report.stream import pilgrimage_section, residual_section
+from interp.report.stream import journey_section, residual_section
 from interp.text import show_text, show_token
 from interp.trace.kv_cache import kv_cache_bytes
 
@@ -187,7 +187,7 @@ def _token(row) -> Token:
 SECTIONS: list[Callable[[ReportInputs], Section]] = [
     model_section,
     text_section,
-    pilgrimage_section,
+    journey_section,
     residual_section,
     attention_section,
     coverage_section,

@@ -27,13 +27,15 @@ SUMMARY = {
 
 
 class _Commands:
-    """The subparsers action, giving each command its one-line summary."""
+    """The subparsers action, giving each command its one-line summary from SUMMARY (the one
+    place it is written, so the listing reads the same whichever command is parsed)."""
 
     def __init__(self, action):
         self.action = action
 
     def add_parser(self, name: str, **kwargs) -> Parser:
-        return self.action.add_parser(name, help=SUMMARY.get(name), **kwargs)
+        kwargs["help"] = SUMMARY.get(name)
+        return self.action.add_parser(name, **kwargs)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> Parser:

@@ -10,9 +10,7 @@ from interp.models.zoo import DEFAULT_MODEL
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "journey", help="one token's journey: norms, writes, sources, lens, sampling"
-    )
+    parser = sub.add_parser("journey")
     a.add_prompt(parser)
     parser.add_argument("--position", type=a.integer(), default=None,
                         help="token position (default: last prompt token)")  # fmt: skip

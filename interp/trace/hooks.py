@@ -4,6 +4,10 @@ Every hook writes into a `Capture`; nothing is kept that was not asked for. Atte
 kept in full only under a memory budget; otherwise each hook reduces its pattern on the spot
 (mass received per key, entropy per query, top sources per query, rows of chosen queries),
 so memory grows with T, not T^2.
+
+Device-agnostic: a hook reduces its tensor where it was produced (any GPU of a split model, in
+float32), then moves the result to the CPU once, as float32, at its reduced size
+(`LayerStack.put`).
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ BLOCK_ELEMENTS = 2**20  # pattern entries per temporary block (4 MB)
 
 
 class LayerStack:
-    """A [slot batch ...] buffer that the hooks fill one slot (layer) each: every captured
-    tensor is copied once, straight into its layer-major place, and never stacked afterwards."""
+    """A [slot batch ...] CPU buffer that the hooks fill one slot (layer) each: every captured
+    tensor is copied once, straight into its layer-major place (float32 if floating, whatever
+    the model's dtype and device), and never stacked afterwards."""
 
     def __init__(self, size: int):
         self.size, self.data = size, None
 
     def put(self, slot: int, tensor: torch.Tensor) -> None:
         if self.data is None:
-            self.data = tensor.new_empty((self.size, *tensor.shape))
-        self.data[slot].copy_(tensor)
+            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+            self.data = torch.empty((self.size, *tensor.shape), dtype=dtype)
+        self.data[slot].copy_(tensor.detach())
 
     def __bool__(self) -> bool:
         return self.data is not None
@@ -48,6 +54,13 @@ class Capture:
         self.query_rows = LayerStack(n_layers)  # [layer B H nq T]
         self.router_logits = LayerStack(n_routed)  # [moe_layer B T E]
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a captured tensor: float32 if floating (whatever the model's dtype), else
+    as it is (indices). Always a copy: the model may reuse the hooked tensor."""
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    return tensor.detach().to("cpu", dtype, copy=True)
 
 
 def _store(target: LayerStack, slot: int):
@@ -73,13 +86,13 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     prompt, so right-padding queries never add to the mass a key receives."""
 
     def hook(pattern: torch.Tensor, hook) -> None:
-        pattern = pattern.detach()
+        pattern = pattern.detach().float()  # [batch head query key], on the layer's device
         if keep_full:
             cap.patterns.put(layer, pattern)
         if all(n == pattern.shape[2] for n in lengths):
             cap.key_mass.put(layer, pattern.sum(dim=-2))
         else:
-            real = torch.zeros(pattern.shape[0], 1, pattern.shape[2], 1, dtype=pattern.dtype)
+            real = pattern.new_zeros(pattern.shape[0], 1, pattern.shape[2], 1)
             for b, n in enumerate(lengths):
                 real[b, :, :n] = 1.0
             cap.key_mass.put(layer, (pattern * real).sum(dim=-2))
@@ -94,7 +107,8 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
         cap.top_keys.put(layer, keys)
         if rows is not None:
             cap.query_rows.put(
-                layer, torch.stack([pattern[b][:, rows[b], :] for b in range(pattern.shape[0])])
+                layer,
+                torch.stack([pattern[b][:, rows[b].tolist(), :] for b in range(pattern.shape[0])]),
             )
 
     return hook

@@ -148,8 +148,8 @@ class Flatten(argparse.Action):
         setattr(namespace, self.dest, [text for group in values for text in group])
 
 
-def add_prompts(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT", type=prompts, action=Flatten,
+def add_prompts(parser: argparse.ArgumentParser, nargs: str = "+") -> None:
+    parser.add_argument("prompts", nargs=nargs, metavar="PROMPT", type=prompts, action=Flatten,
                         help="text, or @FILE for one prompt per line of FILE")  # fmt: skip
 
 

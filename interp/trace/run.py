@@ -179,11 +179,10 @@ class _Runner:
         self.shapes: list = []
         self.device = input_device(model)
 
-    def _forward(self, ids, rows, past=None, lengths=None):
-        captured = hooks.Capture()
+    def _forward(self, ids, rows, past=None, lengths=None, cache=True):
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
-        capture_hooks = hooks.build_hooks(
-            self.model, captured, self.groups, ids.shape[0], self.keep_full, rows, lengths,
+        captured, capture_hooks = hooks.build_hooks(
+            self.model, self.groups, ids.shape[0], self.keep_full, rows, lengths,
             self.hook_names,
         )  # fmt: skip
         raw_store: dict[str, torch.Tensor] = {}
@@ -195,7 +194,9 @@ class _Runner:
         ids = ids.to(self.device)
         # The user's hooks first: what is captured is what the model used.
         with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
-            if past is None:
+            if not cache:  # one forward, no generation: a KV cache would only take memory
+                logits = self.model(ids)
+            elif past is None:
                 logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
             else:
                 logits, past = self.model(ids, return_type="logits_and_cache", past_key_values=past)
@@ -214,11 +215,10 @@ class _Runner:
         for b, seq in enumerate(sequences):
             ids[b, : len(seq)] = seq
         rows = torch.tensor([[n - 1] for n in lengths])
-        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths)
+        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths, cache=False)
         records = []
         for b, n in enumerate(lengths):
-            last = b == len(lengths) - 1
-            tensors = assemble.slice_capture(captured, b, n, self.model, release=last)
+            tensors = assemble.slice_capture(captured, b, n)
             tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
             logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
             query_logits = logits[b, n - 1 : n].float().cpu()
@@ -231,7 +231,7 @@ class _Runner:
         generator = torch.Generator().manual_seed(sampling.seed)
         n0 = len(prompt)
         captured, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
-        parts = [assemble.slice_capture(captured, 0, n0, self.model, release=True)]
+        parts = [assemble.slice_capture(captured, 0, n0)]
         raw_parts = {name: [t[0]] for name, t in raw.items()}
         ids, step_logits = prompt.tolist(), [logits[0, -1].float().cpu()]
         logprob, ent = _token_stats(logits[0], prompt)
@@ -250,9 +250,7 @@ class _Runner:
             captured, raw_step, logits, past = self._forward(
                 torch.tensor([[token]]), torch.tensor([[0]]), past
             )
-            parts.append(
-                assemble.slice_capture(captured, 0, 1, self.model, keys=len(ids), release=True)
-            )
+            parts.append(assemble.slice_capture(captured, 0, 1, keys=len(ids)))
             for name, t in raw_step.items():
                 raw_parts[name].append(t[0])
             step_logits.append(logits[0, -1].float().cpu())

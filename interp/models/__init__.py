@@ -12,10 +12,8 @@ from interp.models import cache
 from interp.models.config import read_config
 from interp.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry
 
-if TYPE_CHECKING:  # torch is imported by `load`, not by the CLI's --help
+if TYPE_CHECKING:  # torch loads with the model, not with `interp --help`
     import torch
-
-    from interp.models.devices import Placement
 
 
 def load(
@@ -39,7 +37,7 @@ def load(
     from interp.models.devices import checkpoint_dtype, placement
     from interp.models.hf import load_hub
 
-    def place(config: dict | None = None) -> Placement:
+    def place(config: dict | None = None):
         checkpoint = checkpoint_dtype(config) if config else None
         return placement(device, dtype, n_devices, device_map, max_memory, checkpoint)
 

@@ -96,7 +96,7 @@ def test_coverage_command_leads_with_attribution(monkeypatch, capsys):
     from interp.runs.coverage import continuation
 
     moe = interp.load("tiny-moe")
-    monkeypatch.setattr(interp, "load", lambda name: moe)
+    monkeypatch.setattr(interp, "load", lambda name, **options: moe)
     prompt = "def area(w, h):\n    return w *"
     assert main(["coverage", prompt, "--generate", "2", "--model", "tiny-moe"]) == 0
     out = capsys.readouterr().out

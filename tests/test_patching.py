@@ -174,7 +174,7 @@ def test_eiffel_subject_early_final_position_late(smollm):
 def test_cli_prints_and_writes_the_grids(moe, tmp_path, capsys, monkeypatch):
     from interp.cli import main
 
-    monkeypatch.setattr(interp, "load", lambda name: moe)
+    monkeypatch.setattr(interp, "load", lambda name, **options: moe)
     clean, corrupt = "def foo(a, b):\n    return a +", "def foo(x, y):\n    return x +"
     argv = ["patch", clean, corrupt, "--answer", " ", "--wrong", "'", "--model", "tiny-moe"]
     assert main([*argv, "--grid", "heads", "mlp"]) == 0

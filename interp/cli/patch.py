@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     output = None
     if args.output is not None:  # checked before the model loads
         output = validate.output_path(args.output, suffixes=(".csv", ".json"))
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     result = patching(model, args.clean, args.corrupt, args.answer, args.wrong,
                       grids=args.grid, batch_size=args.batch_size)  # fmt: skip
     tidy = long_frame(result.frames)

@@ -14,6 +14,7 @@ import torch
 
 from interp.analysis import coverage as cv
 from interp.analysis import key_attribution as ka
+from interp.models.devices import input_device
 from interp.runs.grad import with_grad
 from interp.text import decode, token_texts
 from interp.trace import trace
@@ -31,12 +32,13 @@ def key_attribution(
     "baseline": log p of the continuation, "blocked": covered keys, "blocked_logprob": log p with
     them all blocked, "continuation" / "greedy_when_blocked": text}."""
     queries = cv.predicting_positions(n_prompt, len(ids))
+    ids = ids.to(input_device(model))
     n_layers = model.cfg.n_layers
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
     grads = with_grad(model, ids, names, lambda x: ka.continuation_logprob(x, ids, queries).sum())
     patterns = torch.stack([grads.activations[n][0] for n in names])  # [layer head query key]
     slopes = torch.stack([grads.grads[n][0] for n in names])
-    attribution = ka.edge_attribution(patterns, slopes, queries)[:n_prompt]
+    attribution = ka.edge_attribution(patterns, slopes, queries)[:n_prompt].cpu()
     tokens = token_texts(model.tokenizer, ids[:n_prompt])
     sinks = sorted({0, *(i for i in range(n_prompt) if bos_id is not None and ids[i] == bos_id)})
     order = attribution.abs().argsort(descending=True).tolist()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.errors import InterpError
+from interp.models.devices import input_device
 from interp.vocab import Hook
 
 
@@ -39,7 +40,7 @@ def with_grad(
     missing = [name for name in names if name not in hook_dict]
     if missing:
         raise InterpError(f"no hook point {missing[0]!r}")
-    ids = ids[None] if ids.ndim == 1 else ids
+    ids = (ids[None] if ids.ndim == 1 else ids).to(input_device(model))
     kept: dict[str, torch.Tensor] = {}
 
     def keep(tensor: torch.Tensor, hook) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 
 from interp.analysis import patching as pa
 from interp.errors import InterpError
+from interp.models.devices import input_device
 from interp.prompts import encode
 from interp.runs.grad import with_grad
 from interp.text import token_texts
@@ -81,6 +82,7 @@ def patching(
             f"the clean prompt is {len(clean_ids)} tokens and the corrupted one "
             f"{len(corrupt_ids)}; patching needs the same length (reword one of them)"
         )
+    clean_ids, corrupt_ids = (ids.to(input_device(model)) for ids in (clean_ids, corrupt_ids))
     answer_id = token_id(model, answer, "answer")
     wrong_id = None if wrong is None else token_id(model, wrong, "wrong")
     metric = pa.answer_metric(answer_id, wrong_id)

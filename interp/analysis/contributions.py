@@ -48,7 +48,8 @@ def contributions(
     rows = []
     for layer in range(n_layers):
         x = resid[layer, pos].float()
-        writes = torch.einsum("he,hed->hd", z[layer, pos].float(), W_O[layer].detach().float().to(z.device))
+        W = W_O[layer].detach().float().to(z.device)
+        writes = torch.einsum("he,hed->hd", z[layer, pos].float(), W)
         mid = x + attn_out[layer, pos].float()
         shares = proximity_shares(mid, torch.cat([x[None], writes]))
         rows.append((layer, "attn", "resid", -1, float(shares[0])))

@@ -12,6 +12,7 @@ import json
 from interp import validate
 from interp.cli import args as a
 from interp.cli.output import add_format_option, load_text_model, print_frame
+from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
 GRIDS = ("resid", "heads", "mlp")
@@ -54,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     output = None
     if args.output is not None:  # checked before the model loads
-        output = validate.output_path(args.output, suffixes=(".csv", ".json"))
+        output = validate.output_path(args.output)
+        if output.suffix.lower() not in (".csv", ".json"):
+            raise InterpError(f"{args.output} must end in .csv or .json")
     model = load_text_model(args)
     result = patching(model, args.clean, args.corrupt, args.answer, args.wrong,
                       grids=args.grid, batch_size=args.batch_size)  # fmt: skip

@@ -20,7 +20,7 @@ SUMMARY = {
     "models": "list the embedded models",
     "generate": "continue a prompt (greedy or sampled)",
     "journey": "one token's journey: norms, writes, sources, lens, sampling",
-    "coverage": "which prompt tokens carried the answer (attribution, blocking, attention)",
+    "coverage": "prompt tokens that carried the answer, checked by blocking",
     "patch": "activation patching from a clean into a corrupted prompt",
     "induction": "find induction heads: attention scores checked by ablation",
     "experts": "MoE routing: load balance, locality, domain specialisation",

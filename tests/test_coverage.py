@@ -280,10 +280,11 @@ def test_streaming_equals_full_patterns_on_a_medium_prompt(smollm):
 def test_cli_prints_numbers_and_tokens(smollm, monkeypatch, capsys):
     import interp
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
     assert cli.run(parse(PASSWORD)) == 0
     out = capsys.readouterr().out
     assert "effective_coverage" in out and "causal check" in out and "sink" in out
+    assert out.index("key attribution") < out.index("attention mass")  # the headline first
     assert cli.run(parse(PASSWORD, "--format", "json", "--value-weighted", "--tau", "2")) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["summary"][0]["value_weighted"] and data["summary"][0]["tau"] == 2

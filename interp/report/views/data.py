@@ -1,0 +1,150 @@
+"""A traced prompt -> the data one view draws: plain lists and packed typed arrays.
+
+Each builder reads the trace (its tensors and frames) or an analysis of it; none computes
+anything the analyses do not already compute, they only quantise and pack.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from interp.errors import InterpError
+from interp.report.views.encode import LEVELS, pack, quantise
+
+# Keys kept per attention row: the heaviest, up to this many. A 2,048-token page stays tens of
+# megabytes instead of gigabytes; rows of short prompts are kept whole (every key >= 1/510).
+ROW_KEYS = 32
+
+
+def tokens(trace, prompt: int) -> dict:
+    """The token texts (as decoded, unescaped: the page inserts them as text) of one prompt."""
+    record = _record(trace, prompt)
+    frame = trace.tokens
+    texts = frame.loc[frame["prompt"] == prompt, "token"].tolist()
+    return {"tokens": texts, "n_prompt": int(record.n_prompt)}
+
+
+def sparse_rows(layers, keep: int = ROW_KEYS) -> dict:
+    """Attention rows [layer][head, query, key] -> per row its `keep` heaviest keys whose
+    quantised weight is not 0: counts [layer head query], then keys and levels row after row."""
+    counts, keys, levels = [], [], []
+    for pattern in layers:
+        pattern = pattern.float()
+        k = min(keep, pattern.shape[-1])
+        weights, index = pattern.topk(k, dim=-1)  # [head query k], heaviest first
+        q = torch.from_numpy(quantise(weights.numpy()))
+        kept = q > 0
+        counts.append(kept.sum(-1).numpy().astype(np.uint16))
+        keys.append(index[kept].numpy().astype(np.uint16))
+        levels.append(q[kept].numpy())
+    return {
+        "counts": pack(np.concatenate([c.reshape(-1) for c in counts]), "uint16"),
+        "keys": pack(np.concatenate(keys), "uint16"),
+        "weights": pack(np.concatenate(levels), "uint8"),
+        "row_keys": keep,
+    }
+
+
+def _attention_layers(record):
+    """Per layer [head query key]: full patterns, else each head's top sources per query with
+    the exact rows of the query positions (a trace past its attention budget)."""
+    t = record.tensors
+    if "patterns" in t:
+        return list(t["patterns"]), "full"
+    if "top_weights" not in t:
+        raise InterpError("the attention view needs a trace captured with 'attention'")
+    n = len(record.ids)
+    layers = []
+    for layer in range(t["top_weights"].shape[0]):
+        weights, keys = t["top_weights"][layer], t["top_keys"][layer]  # [head query k]
+        rows = torch.zeros(*weights.shape[:2], n)
+        rows.scatter_add_(-1, keys.clamp_min(0), weights * (keys >= 0))
+        if "query_rows" in t:
+            rows[:, record.query_positions] = t["query_rows"][layer, :, :, :n]
+        layers.append(rows)
+    return layers, "top sources (past the attention budget: the last rows are whole)"
+
+
+def attention(trace, prompt: int, keep: int = ROW_KEYS) -> dict:
+    record = _record(trace, prompt)
+    layers, kept = _attention_layers(record)
+    cfg = trace.meta["cfg"]
+    group = cfg["n_heads"] // cfg["n_key_value_heads"]
+    return {
+        **tokens(trace, prompt),
+        "n_layers": len(layers),
+        "n_heads": int(layers[0].shape[0]),
+        "kv_heads": [h // group for h in range(int(layers[0].shape[0]))],
+        "levels": LEVELS,
+        "kept": kept,
+        **sparse_rows(layers, keep),
+    }
+
+
+def lens(trace, prompt: int, k: int = 5) -> dict:
+    """The logit lens's top-k per (layer, position): token ids into a small vocabulary of the
+    texts that occur, and quantised probabilities; plus the token that actually came next."""
+    from interp.analysis.lens import logit_lens
+
+    top, _ = logit_lens(trace, prompt, k=k)
+    top = top.sort_values(["layer", "pos", "rank"])
+    vocab, index = np.unique(top["token_id"].to_numpy(), return_inverse=True)
+    texts = dict(zip(top["token_id"], top["token"]))
+    return {
+        **tokens(trace, prompt),
+        "n_layers": int(top["layer"].max()) + 1,
+        "k": k,
+        "vocab": [texts[i] for i in vocab.tolist()],
+        "top": pack(index, "uint32"),  # [layer pos k]
+        "probs": pack(quantise(top["prob"].to_numpy()), "uint8"),
+        "levels": LEVELS,
+    }
+
+
+def routing(trace, prompt: int) -> dict:
+    """The experts each position chose in each MoE layer, heaviest first, with their weights."""
+    _record(trace, prompt)
+    frame = trace.routing
+    chosen = frame[(frame["prompt"] == prompt) & frame["selected"]]
+    if chosen.empty:
+        raise InterpError("the routing view needs a MoE model traced with 'routing'")
+    chosen = chosen.sort_values(["layer", "pos", "rank"])
+    cfg = trace.meta["cfg"]
+    return {
+        **tokens(trace, prompt),
+        "layers": cfg["moe_layers"],
+        "n_experts": int(cfg["n_experts"]),
+        "top_k": int(cfg["top_k"]),
+        "experts": pack(chosen["expert"].to_numpy(), "uint16"),  # [moe_layer pos top_k]
+        "weights": pack(quantise(chosen["weight"].to_numpy()), "uint8"),
+        "levels": LEVELS,
+    }
+
+
+def pilgrimage(trace, prompt: int, positions=None) -> dict:
+    """`analysis.pilgrimage` of each position in `positions` (default: the last prompt
+    position and every generated one), as rows of plain values."""
+    from interp.analysis.pilgrimage import pilgrimage as follow
+
+    record = _record(trace, prompt)
+    if positions is None:
+        positions = range(record.n_prompt - 1, len(record.ids))
+    journeys = {}
+    for pos in positions:
+        frame = follow(trace, prompt, int(pos)).drop(columns=["prompt"])
+        journeys[str(int(pos))] = json.loads(frame.to_json(orient="records"))  # NaN -> null
+    return {**tokens(trace, prompt), "journeys": journeys}
+
+
+def _record(trace, prompt: int):
+    if not trace.records:
+        raise InterpError("views need a live trace (a saved one keeps no tensors)")
+    if not 0 <= prompt < len(trace.records):
+        raise InterpError(f"prompt {prompt} is outside the traced prompts [0, {len(trace.records)})")
+    return trace.records[prompt]
+
+
+BUILDERS = {"attention": attention, "lens": lens, "routing": routing, "pilgrimage": pilgrimage}

@@ -143,7 +143,8 @@ def _record(trace, prompt: int):
     if not trace.records:
         raise InterpError("views need a live trace (a saved one keeps no tensors)")
     if not 0 <= prompt < len(trace.records):
-        raise InterpError(f"prompt {prompt} is outside the traced prompts [0, {len(trace.records)})")
+        count = len(trace.records)
+        raise InterpError(f"prompt {prompt} is outside the traced prompts [0, {count})")
     return trace.records[prompt]
 
 

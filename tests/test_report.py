@@ -36,13 +36,16 @@ SECTIONS = {
 
 def assert_self_contained(html: str) -> None:
     """No URL that leaves the page: every src is a data URI, every href an in-page anchor."""
-    assert not re.search(r"(https?|ftp|file|wss?):", html, re.I)
+    assert not re.search(r"\b(https?|ftp|file|wss?):", html, re.I)  # \b: "Rows:" is no URL
     for tag, attrs in Elements(html).tags:
         for name in ("src", "href", "srcset", "action", "poster"):
             if name in attrs:
                 value = attrs[name] or ""
                 assert value.startswith("data:" if name == "src" else "#"), (tag, name, value)
-        assert tag not in ("script", "link", "iframe", "object", "embed", "base"), tag
+        assert tag not in ("link", "iframe", "object", "embed", "base"), tag
+        if tag == "script":  # only the views': their code (no attributes) and their JSON data
+            assert attrs == {} or attrs == {"type": "application/json", "id": attrs["id"]}, attrs
+    assert html.count("<script>") <= 1
 
 
 def assert_sections(html: str) -> None:
@@ -75,8 +78,10 @@ def smollm_report(smollm, tmp_path_factory):
 @pytest.mark.slow
 def test_markup_in_a_prompt_is_shown_as_text(smollm_report):
     _, html = smollm_report
-    assert "<script" not in html and "<b>" not in html
+    assert "<script>alert" not in html and "<b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in html
+    # In the views' data the same text is JSON whose "<" and ">" are \u escapes.
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e\\u003cb\\u003ex" in html
     shown = Elements(html).text_by_class["prompt-text"]
     assert MARKUP in shown
 
@@ -86,11 +91,14 @@ def test_report_is_self_contained_with_every_section(smollm_report):
     _, html = smollm_report
     assert_self_contained(html)
     assert_sections(html)
-    assert html.count("data:image/svg+xml;base64,") >= 8
+    assert html.count("data:image/svg+xml;base64,") >= 7
     # The analyses a live trace feeds in: induction, deltas, logit lens, pilgrimage.
     assert "Induction heads (score and ablation evidence both)" in html
     assert "writes per layer, medians without the sink" in html
-    assert 'alt="logit lens of P1"' in html and "decision depth by position" in html
+    assert 'id="view-lens-0"' in html and "decision depth by position" in html
+    for kind in ("attention", "lens", "pilgrimage"):  # a view per prompt, side by side
+        assert f'id="view-{kind}-0"' in html and f'id="view-{kind}-1"' in html
+    assert 'id="view-routing-0"' not in html  # a dense model: no routing
     assert "Follows &#39;is&#39; at position 15." in html
     assert ": not available:" not in html
 
@@ -228,6 +236,7 @@ def test_moe_report_from_token_ids(tiny_moe, tmp_path):
     assert "expert balance (1 = uniform)" in html
     assert "how differently the prompts use the experts" in html
     assert section(html, "coverage").count('<p class="info">Coverage is ') == 2  # no tokenizer
+    assert 'id="view-routing-1"' in html and 'id="view-attention-1"' in html
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from interp.interventions import MIN_DELTA, THRESHOLD
 from interp.report import figures
 from interp.report.blocks import Pane, Section, Table, image, table, token_cell
 from interp.report.inputs import ReportInputs
+from interp.report.views.embed import add_view
 
 TOP = 8  # heads listed per prompt
 
@@ -54,6 +55,7 @@ def attention_section(inputs: ReportInputs) -> Section:
         section.notes.append("Attention was not captured in this trace.")
     else:
         _active_heads(inputs, section)
+        add_view(section, inputs, "attention")
     _induction(inputs, section)  # measured on its own probe: needs no capture of the prompts
     return section
 

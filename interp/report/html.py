@@ -1,7 +1,7 @@
 """`build_report`: traces -> one self-contained HTML file, written atomically.
 
-The page needs nothing outside itself (CSS inline, figures as data URIs, no script), so it
-opens offline and can be mailed. The temporary file sits next to the target and is renamed
+The page needs nothing outside itself (CSS inline, figures as data URIs, the views' code and
+data inline), so it opens offline and can be mailed. The temporary file sits next to the target and is renamed
 over it only once complete: a failure leaves no half-written report behind.
 """
 
@@ -22,6 +22,7 @@ from interp.report.blocks import RC, Section
 from interp.report.derived import ANALYSES, derive
 from interp.report.inputs import ReportInputs
 from interp.report.sections import SECTIONS, summary_section
+from interp.report.views import page as views_page
 from interp.trace import Trace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -96,6 +97,8 @@ def render(inputs: ReportInputs, sections: list[Section], title: str | None = No
         prompts=inputs.prompts,
         sections=sections,
         version=_version(),
+        # The views' code and style, once, where a section holds a view.
+        view_assets=views_page.assets() if any(s.views for s in sections) else "",
     )
 
 

@@ -8,6 +8,7 @@ from interp.analysis import experts
 from interp.plots import experts as expert_plots
 from interp.report.blocks import Pane, Section, image, table
 from interp.report.inputs import ReportInputs
+from interp.report.views.embed import add_view
 
 
 def experts_section(inputs: ReportInputs) -> Section:
@@ -30,6 +31,7 @@ def experts_section(inputs: ReportInputs) -> Section:
         return section
     section.images.append(image(expert_plots.load_heatmap(experts.expert_load(routing)),
                                 "expert load, all prompts together"))  # fmt: skip
+    add_view(section, inputs, "routing")
     overall = []
     for p, prompt in enumerate(inputs.prompts):
         own = routing[routing["prompt"] == p]

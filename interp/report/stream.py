@@ -10,6 +10,7 @@ from interp.plots.residual import lens_heatmap
 from interp.report import figures
 from interp.report.blocks import Pane, Section, image, table, token_cell
 from interp.report.inputs import ReportInputs
+from interp.report.views.embed import add_view
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
 
@@ -31,7 +32,9 @@ def pilgrimage_section(inputs: ReportInputs) -> Section:
         return section
     layers = frame[frame["stage"] == "layer"]
     per_prompt = [layers[layers["prompt"] == p] for p in range(len(inputs.prompts))]
-    section.images.append(image(figures.lens_guesses(per_prompt, inputs.labels), "lens guesses"))
+    if not add_view(section, inputs, "pilgrimage"):
+        figure = figures.lens_guesses(per_prompt, inputs.labels)
+        section.images.append(image(figure, "lens guesses"))
     columns = {"layer": "layer", "resid_norm": "|x|", "attn_write": "|attn|",
                "mlp_write": "|MLP|", "sources": "draws from", "experts": "experts",
                "lens": "lens top 3"}  # fmt: skip
@@ -140,11 +143,12 @@ def _lens(inputs: ReportInputs, section: Section) -> None:
         section.notes.append(f"Logit lens: not available: {inputs.reason('lens')}.")
         return
     tokens = inputs.frame("tokens")
-    for p, label in enumerate(inputs.labels):
-        texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(token_cell))
-        fig = lens_heatmap(lens[lens["prompt"] == p], texts)
-        fig.axes[0].set_title(f"logit lens, {label}")
-        section.images.append(image(fig, f"logit lens of {label}"))
+    if not add_view(section, inputs, "lens"):  # the heatmap, where the view cannot be built
+        for p, label in enumerate(inputs.labels):
+            texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(token_cell))
+            fig = lens_heatmap(lens[lens["prompt"] == p], texts)
+            fig.axes[0].set_title(f"logit lens, {label}")
+            section.images.append(image(fig, f"logit lens of {label}"))
     depth = decision_depth(lens).merge(tokens[["prompt", "pos", "token"]], on=["prompt", "pos"])
     last = []
     for p in range(len(inputs.prompts)):

@@ -162,6 +162,7 @@
       focus(Math.min(T - 1, Math.floor((e.clientY - rect.top) / rect.height * T)));
     });
     redraw();
+    focus(data.n_prompt - 1);  // the last prompt token, until the mouse picks another
 
     return {
       // For tests and scripts: what is shown now, as numbers.

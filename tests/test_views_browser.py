@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -14,6 +15,7 @@ from views_browser import Page, browser
 import interp
 from interp.analysis.lens import logit_lens
 from interp.analysis.pilgrimage import pilgrimage
+from interp.report import build_report
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 STEP = 0.5 / 255 + 1e-6  # uint8 quantisation: at most half a level off
@@ -116,7 +118,7 @@ def test_lens_view_hover_shows_the_top_five(driver, moe_trace, tmp_path):
         assert [t for t, _ in state["top"]] == cell["token"].tolist()
         np.testing.assert_allclose([p for _, p in state["top"]], cell["prob"], atol=STEP)
         tip = page.view(f"{view.ident}-0").find_element(By.CLASS_NAME, "iv-tip")
-        assert tip.is_displayed() and f"{cell['prob'].iloc[0]:.1%}"[:-3] in tip.text
+        assert tip.is_displayed() and len(tip.find_elements(By.CLASS_NAME, "iv-tip-row")) == 6
     assert_clean(page)
 
 
@@ -162,3 +164,73 @@ def test_pilgrimage_view_follows_a_clicked_position(driver, moe_trace, tmp_path)
         assert f"reads {row.sources}" in text and f"lens {row.lens}" in text
     assert "the trace ends here" in text  # the last position: nothing was chosen after it
     assert_clean(page)
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tmp_path_factory):
+    """A random OLMoE with grouped-query attention (4 query heads on 2 KV heads), 2 layers."""
+    from transformers import AutoModelForCausalLM, OlmoeConfig
+
+    config = OlmoeConfig(
+        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        num_experts=8, num_experts_per_tok=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("olmoe")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return interp.load(str(path))
+
+
+def test_report_views_with_gqa(driver, gqa_model, tmp_path):
+    """In the report: every view mounts; a KV head's button shows the mean of the query heads
+    that share it, and each head button says which KV head it reads."""
+    ids = torch.randint(10, 101, (2, 12), generator=torch.Generator().manual_seed(0))
+    trace = interp.trace(gqa_model, ids, max_new_tokens=2)
+    path = build_report(trace, tmp_path / "report.html", model=gqa_model, progress=False)
+    page = Page(driver, path)
+    states = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.iv-view')).map(n => n.id + ' ' +"
+        " n.dataset.state)"
+    )
+    kinds = ("pilgrimage", "lens", "attention", "routing")
+    assert states == [f"view-{k}-{p} ready" for k in kinds for p in (0, 1)]
+    view = page.view("view-attention-1")
+    groups = [g.text.split() for g in view.find_elements(By.CLASS_NAME, "iv-group")]
+    assert groups == [["KV", "0", "0", "1"], ["KV", "1", "2", "3"]]
+    view.find_element(By.CSS_SELECTOR, 'button[data-heads="kv1"]').click()
+    tokens(page, "view-attention-1")[9].click()
+    patterns = trace.tensor("patterns", 1).numpy()
+    expected = patterns[0, 2:4, 9].mean(0)  # layer 0, query heads 2 and 3 share KV head 1
+    np.testing.assert_allclose(shaded(page, "view-attention-1"), expected, atol=STEP)
+    assert page.state("view-attention-1")["heads"] == [2, 3]
+    assert_clean(page)
+
+
+def test_markup_tokens_stay_text_in_every_view(driver, moe_trace, tmp_path):
+    """Tokens that are whole tags (vocabularies hold "<div>", "<br>"): the views' own data with
+    every token string and every text cell replaced by markup; it must show, inert, as text."""
+    from interp.report.views import View, payloads
+
+    for kind in ("attention", "lens", "routing", "pilgrimage"):
+        label, payload = payloads(moe_trace, kind, [1])[0]
+        payload["tokens"] = [HOSTILE] * len(payload["tokens"])
+        if kind == "lens":
+            payload["vocab"] = [HOSTILE] * len(payload["vocab"])
+        for rows in payload.get("journeys", {}).values():
+            for row in rows:
+                row.update(sources=HOSTILE, lens=HOSTILE, experts=HOSTILE, chosen=HOSTILE)
+        view = View(kind, [(HOSTILE, payload)], HOSTILE)
+        page = Page(driver, view.save(tmp_path / f"{kind}.html"))
+        ident = f"{view.ident}-0"
+        if kind == "lens":  # a canvas: its text is drawn, and the tooltip's is set as text
+            canvas = page.view(ident).find_element(By.TAG_NAME, "canvas")
+            ActionChains(driver).move_to_element(canvas).perform()
+            assert page.state(ident)["top"][0][0] == HOSTILE
+        else:
+            spans = tokens(page, ident)
+            ActionChains(driver).move_to_element(spans[3]).perform()
+            spans[len(spans) - 1].click()
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert HOSTILE in text, kind  # the label, the tokens: as typed
+        assert_clean(page)

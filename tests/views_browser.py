@@ -65,9 +65,7 @@ class Page:
         )
 
     def state(self, view_id: str) -> dict:
-        return self.driver.execute_script(
-            "return InterpViews.views[arguments[0]].state()", view_id
-        )
+        return self.driver.execute_script("return InterpViews.views[arguments[0]].state()", view_id)
 
     def view(self, view_id: str):
         from selenium.webdriver.common.by import By
@@ -79,10 +77,10 @@ class Page:
         return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
 
     def requests(self) -> list[str]:
-        """URLs the page asked for besides itself."""
+        """URLs the page asked for besides itself and its data: URIs (which never leave it)."""
         urls = []
         for entry in self.driver.get_log("performance"):
             message = json.loads(entry["message"])["message"]
             if message["method"] == "Network.requestWillBeSent":
                 urls.append(message["params"]["request"]["url"])
-        return [u for u in urls if u != self.url]
+        return [u for u in urls if u != self.url and not u.startswith("data:")]

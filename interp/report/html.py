@@ -1,8 +1,8 @@
 """`build_report`: traces -> one self-contained HTML file, written atomically.
 
 The page needs nothing outside itself (CSS inline, figures as data URIs, the views' code and
-data inline), so it opens offline and can be mailed. The temporary file sits next to the target and is renamed
-over it only once complete: a failure leaves no half-written report behind.
+data inline), so it opens offline and can be mailed. The temporary file sits next to the target
+and is renamed over it only once complete: a failure leaves no half-written report behind.
 """
 
 from __future__ import annotations

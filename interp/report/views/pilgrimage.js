@@ -58,8 +58,9 @@
       const text = IV.el("span", "iv-step-text");
       text.appendChild(IV.el("span", null, "candidates " + boundary.lens));
       text.appendChild(IV.el("span", "iv-chosen", boundary.chosen
-        ? "chosen " + JSON.stringify(boundary.chosen) + " (p = " + boundary.chosen_prob.toFixed(3) +
-          (boundary.sampled ? ", generated" : ", the text's next token") + ")"
+        ? "chosen " + JSON.stringify(boundary.chosen) + " (" +
+          (boundary.chosen_prob === null ? "" : "p = " + boundary.chosen_prob.toFixed(3) + ", ") +
+          (boundary.sampled ? "generated" : "the text's next token") + ")"
         : "the trace ends here"));
       end.appendChild(text);
       path.appendChild(end);

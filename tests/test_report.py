@@ -15,8 +15,8 @@ from interp.analysis import coverage as cv
 from interp.errors import InterpError
 from interp.files import write_atomic
 from interp.report import build_report, save_trace
-from interp.report.blocks import fmt
 from interp.report.coverage import SUMMARY, verdict
+from interp.report.parts import fmt
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
 PASSWORD = "The password is 7391. Remember the password. The password is"
@@ -24,7 +24,7 @@ GENERATE = 3
 SECTIONS = {
     "model": "The model",
     "text": "The text",
-    "pilgrimage": "The token's pilgrimage",
+    "journey": "The token's journey",
     "residual": "The residual stream",
     "attention": "Attention",
     "coverage": "Prompt-key coverage",
@@ -92,11 +92,11 @@ def test_report_is_self_contained_with_every_section(smollm_report):
     assert_self_contained(html)
     assert_sections(html)
     assert html.count("data:image/svg+xml;base64,") >= 7
-    # The analyses a live trace feeds in: induction, deltas, logit lens, pilgrimage.
+    # The analyses a live trace feeds in: induction, deltas, logit lens, journey.
     assert "Induction heads (score and ablation evidence both)" in html
     assert "writes per layer, medians without the sink" in html
     assert 'id="view-lens-0"' in html and "decision depth by position" in html
-    for kind in ("attention", "lens", "pilgrimage"):  # a view per prompt, side by side
+    for kind in ("attention", "lens", "journey"):  # a view per prompt, side by side
         assert f'id="view-{kind}-0"' in html and f'id="view-{kind}-1"' in html
     assert 'id="view-routing-0"' not in html  # a dense model: no routing
     assert "Follows &#39;is&#39; at position 15." in html
@@ -150,10 +150,10 @@ def test_coverage_section_shows_the_analysis_numbers(smollm, smollm_report):
 @pytest.mark.slow
 def test_coverage_causal_check_matches_the_coverage_command(smollm, smollm_report):
     """The same blocking check and verdict as `interp coverage PROMPT --generate N`."""
-    from interp.cli import coverage as cli
+    from interp.runs.coverage import measure
 
     _, html = smollm_report
-    measured = cli.measure(smollm, PASSWORD, generate=GENERATE)
+    measured = measure(smollm, PASSWORD, generate=GENERATE)
     causal = measured["causal"].set_index("blocked")
     pane = section(html, "coverage").split('<div class="pane">')[1]
     for name in ("uncovered", "top"):

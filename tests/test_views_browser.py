@@ -13,8 +13,8 @@ from selenium.webdriver.support.ui import Select
 from views_browser import Page, browser
 
 import interp
+from interp.analysis.journey import journey
 from interp.analysis.lens import logit_lens
-from interp.analysis.pilgrimage import pilgrimage
 from interp.report import build_report
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
@@ -150,14 +150,14 @@ def test_routing_view_shades_the_tokens_of_an_expert(driver, moe_trace, tmp_path
     assert_clean(page)
 
 
-def test_pilgrimage_view_follows_a_clicked_position(driver, moe_trace, tmp_path):
-    view = moe_trace.show("pilgrimage", prompt=0)
-    page = Page(driver, view.save(tmp_path / "pilgrimage.html"))
+def test_journey_view_follows_a_clicked_position(driver, moe_trace, tmp_path):
+    view = moe_trace.show("journey", prompt=0)
+    page = Page(driver, view.save(tmp_path / "journey.html"))
     ident = f"{view.ident}-0"
     last = len(moe_trace.records[0].ids) - 1
     tokens(page, ident)[last].click()
     state = page.state(ident)
-    frame = pilgrimage(moe_trace, 0, last)
+    frame = journey(moe_trace, 0, last)
     assert state == {"pos": last, "steps": len(frame)}  # every layer, then the boundary
     text = page.view(ident).find_element(By.CLASS_NAME, "iv-path").text
     for row in frame[frame["stage"] == "layer"].itertuples():
@@ -193,7 +193,7 @@ def test_report_views_with_gqa(driver, gqa_model, tmp_path):
         "return Array.from(document.querySelectorAll('.iv-view')).map(n => n.id + ' ' +"
         " n.dataset.state)"
     )
-    kinds = ("pilgrimage", "lens", "attention", "routing")
+    kinds = ("journey", "lens", "attention", "routing")
     assert states == [f"view-{k}-{p} ready" for k in kinds for p in (0, 1)]
     view = page.view("view-attention-1")
     groups = [g.text.split() for g in view.find_elements(By.CLASS_NAME, "iv-group")]
@@ -212,7 +212,7 @@ def test_markup_tokens_stay_text_in_every_view(driver, moe_trace, tmp_path):
     every token string and every text cell replaced by markup; it must show, inert, as text."""
     from interp.report.views import View, payloads
 
-    for kind in ("attention", "lens", "routing", "pilgrimage"):
+    for kind in ("attention", "lens", "routing", "journey"):
         label, payload = payloads(moe_trace, kind, [1])[0]
         payload["tokens"] = [HOSTILE] * len(payload["tokens"])
         if kind == "lens":

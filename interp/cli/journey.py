@@ -11,7 +11,7 @@ from interp.models.zoo import DEFAULT_MODEL
 
 def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser(
-        "journey", help="one token's pilgrimage: norms, writes, sources, lens, sampling"
+        "journey", help="one token's journey: norms, writes, sources, lens, sampling"
     )
     parser.add_argument("prompt")
     parser.add_argument(
@@ -28,7 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.analysis.pilgrimage import format_journey, pilgrimage
+    from interp.analysis.journey import format_journey, journey
 
     if not args.prompt.strip():
         raise InterpError("the prompt is empty")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.generate,
         capture=("residual", "attention", "routing"),
     )
-    frame = pilgrimage(trace, position=args.position)
+    frame = journey(trace, position=args.position)
     if args.format == "table":
         print(format_journey(frame))
     else:

@@ -1,4 +1,4 @@
-"""Sections about the residual stream: the token's pilgrimage and the stream layer by layer."""
+"""Sections about the residual stream: the token's journey and the stream layer by layer."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import pandas as pd
 
 from interp.analysis.deltas import delta_summary
 from interp.analysis.lens import decision_depth
+from interp.plots import compare as figures
 from interp.plots.residual import lens_heatmap
-from interp.report import figures
-from interp.report.blocks import Pane, Section, image, table, token_cell
 from interp.report.inputs import ReportInputs
+from interp.report.parts import Pane, Section, image, table, token_cell
 from interp.report.views.embed import add_view
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
 
 
-def pilgrimage_section(inputs: ReportInputs) -> Section:
+def journey_section(inputs: ReportInputs) -> Section:
     section = Section(
-        "pilgrimage",
-        "The token's pilgrimage",
+        "journey",
+        "The token's journey",
         "One position (the last of the prompt) followed through every layer: the size of its "
         "residual stream after the layer, the size of the attention and MLP writes, the prompt "
         "tokens its heads draw from most (token@position weight, averaged over heads), the "
@@ -26,13 +26,13 @@ def pilgrimage_section(inputs: ReportInputs) -> Section:
         "logit lens's top 3). At the boundary, the next-token candidates and the token chosen.",
         stacked=True,
     )
-    frame = inputs.derived("pilgrimage")
+    frame = inputs.derived("journey")
     if frame is None:
-        section.notes.append(f"Not available for this report: {inputs.reason('pilgrimage')}.")
+        section.notes.append(f"Not available for this report: {inputs.reason('journey')}.")
         return section
     layers = frame[frame["stage"] == "layer"]
     per_prompt = [layers[layers["prompt"] == p] for p in range(len(inputs.prompts))]
-    if not add_view(section, inputs, "pilgrimage"):
+    if not add_view(section, inputs, "journey"):
         figure = figures.lens_guesses(per_prompt, inputs.labels)
         section.images.append(image(figure, "lens guesses"))
     columns = {"layer": "layer", "resid_norm": "|x|", "attn_write": "|attn|",

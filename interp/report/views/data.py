@@ -124,10 +124,10 @@ def routing(trace, prompt: int) -> dict:
     }
 
 
-def pilgrimage(trace, prompt: int, positions=None) -> dict:
-    """`analysis.pilgrimage` of each position in `positions` (default: the last prompt
+def journey(trace, prompt: int, positions=None) -> dict:
+    """`analysis.journey` of each position in `positions` (default: the last prompt
     position and every generated one), as rows of plain values."""
-    from interp.analysis.pilgrimage import pilgrimage as follow
+    from interp.analysis.journey import journey as follow
 
     record = _record(trace, prompt)
     if positions is None:
@@ -148,4 +148,4 @@ def _record(trace, prompt: int):
     return trace.records[prompt]
 
 
-BUILDERS = {"attention": attention, "lens": lens, "routing": routing, "pilgrimage": pilgrimage}
+BUILDERS = {"attention": attention, "lens": lens, "routing": routing, "journey": journey}

@@ -1,11 +1,11 @@
-// The token's pilgrimage: one position followed through the layers (the stream's size, what
+// The token's journey: one position followed through the layers (the stream's size, what
 // attention and the MLP wrote, where the heads read, the experts, the lens's guess) down to the
 // sampling boundary. Click an underlined token to follow that position instead.
 (function () {
   "use strict";
   const IV = window.InterpViews;
 
-  IV.renderers.pilgrimage = async function (root, data) {
+  IV.renderers.journey = async function (root, data) {
     const state = { pos: null };
     const info = IV.el("div", "iv-info", "Click an underlined token to follow it.");
     root.appendChild(info);

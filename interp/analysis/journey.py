@@ -1,4 +1,4 @@
-"""The token pilgrimage: one position followed through every layer to the sampling boundary.
+"""The token journey: one position followed through every layer to the sampling boundary.
 
 Each layer row says how big the position's residual stream is after the layer, what the layer
 wrote into it, where its heads read from, which experts it visited (MoE) and what the logit lens
@@ -36,7 +36,7 @@ def _attention_rows(record, pos: int) -> torch.Tensor:
         rows = torch.zeros(*weights.shape[:2], len(record.ids))
         rows.scatter_add_(-1, keys.clamp_min(0), weights * (keys >= 0))
     else:
-        raise InterpError("the pilgrimage needs a trace captured with 'attention'")
+        raise InterpError("the journey needs a trace captured with 'attention'")
     return rows[..., : pos + 1].mean(dim=1)
 
 
@@ -85,7 +85,7 @@ def _decode(trace, ids: list[int]) -> list[str]:
     return [tok.decode([i]) if tok is not None else str(i) for i in ids]
 
 
-def pilgrimage(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
+def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
     """One row per layer (stage "layer") and a last row (stage "boundary") for `position`
     (default: the last prompt position) of a live trace captured with residual and attention.
 
@@ -97,7 +97,7 @@ def pilgrimage(trace, prompt: int = 0, position: int | None = None) -> pd.DataFr
     the token that came next, with its probability chosen_prob.
     """
     if trace.readout is None:
-        raise InterpError("the pilgrimage needs a live trace (a saved one has no readout)")
+        raise InterpError("the journey needs a live trace (a saved one has no readout)")
     record = trace.records[prompt]
     n = len(record.ids)
     position = record.n_prompt - 1 if position is None else position
@@ -164,7 +164,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def format_journey(frame: pd.DataFrame) -> str:
-    """A readable terminal table of a `pilgrimage` frame."""
+    """A readable terminal table of a `journey` frame."""
     first = frame.iloc[0]
     layers = frame[frame["stage"] == "layer"]
     boundary = frame[frame["stage"] == "boundary"].iloc[0]

@@ -27,19 +27,18 @@ def tokens(trace, prompt: int) -> dict:
     return {"tokens": texts, "n_prompt": int(record.n_prompt)}
 
 
-def sparse_rows(layers, keep: int = ROW_KEYS) -> dict:
-    """Attention rows [layer][head, query, key] -> per row its `keep` heaviest keys whose
-    quantised weight is not 0: counts [layer head query], then keys and levels row after row."""
-    counts, keys, levels = [], [], []
-    for pattern in layers:
-        pattern = pattern.float()
-        k = min(keep, pattern.shape[-1])
-        weights, index = pattern.topk(k, dim=-1)  # [head query k], heaviest first
-        q = torch.from_numpy(quantise(weights.numpy()))
-        kept = q > 0
-        counts.append(kept.sum(-1).numpy().astype(np.uint16))
-        keys.append(index[kept].numpy().astype(np.uint16))
-        levels.append(q[kept].numpy())
+def layer_rows(pattern: torch.Tensor, keep: int = ROW_KEYS) -> tuple[np.ndarray, ...]:
+    """One layer's rows [head query key] -> (counts [head query], keys, levels): per row its
+    `keep` heaviest keys whose quantised weight is not 0, row after row."""
+    weights, index = pattern.float().topk(min(keep, pattern.shape[-1]), dim=-1)  # heaviest first
+    q = torch.from_numpy(quantise(weights.numpy()))
+    kept = q > 0
+    return kept.sum(-1).numpy().astype(np.uint16), index[kept].numpy(), q[kept].numpy()
+
+
+def pack_rows(parts: list[tuple[np.ndarray, ...]], keep: int = ROW_KEYS) -> dict:
+    """`layer_rows` of every layer, in layer order -> counts [layer head query], keys, weights."""
+    counts, keys, levels = zip(*parts)
     return {
         "counts": pack(np.concatenate([c.reshape(-1) for c in counts]), "uint16"),
         "keys": pack(np.concatenate(keys), "uint16"),
@@ -48,45 +47,60 @@ def sparse_rows(layers, keep: int = ROW_KEYS) -> dict:
     }
 
 
+def sparse_rows(layers, keep: int = ROW_KEYS) -> dict:
+    """Attention rows [layer][head query key], packed sparse (see `layer_rows`)."""
+    return pack_rows([layer_rows(pattern, keep) for pattern in layers], keep)
+
+
 def _attention_layers(record):
-    """Per layer [head query key]: full patterns, else each head's top sources per query with
-    the exact rows of the query positions (a trace past its attention budget)."""
+    """(rows per layer [head query key], what they hold): full patterns, else each head's top
+    sources per query with the exact rows of the query positions (a trace past its attention
+    budget), built one layer at a time so a long prompt's full rows never exist at once."""
     t = record.tensors
     if "patterns" in t:
-        return list(t["patterns"]), "full"
+        return iter(t["patterns"]), "full"
     if "top_weights" not in t:
         raise InterpError("the attention view needs a trace captured with 'attention'")
-    n = len(record.ids)
-    layers = []
-    for layer in range(t["top_weights"].shape[0]):
-        weights, keys = t["top_weights"][layer], t["top_keys"][layer]  # [head query k]
-        rows = torch.zeros(*weights.shape[:2], n)
-        rows.scatter_add_(-1, keys.clamp_min(0), weights * (keys >= 0))
-        if "query_rows" in t:
-            rows[:, record.query_positions] = t["query_rows"][layer, :, :, :n]
-        layers.append(rows)
-    return layers, "top sources (past the attention budget: the last rows are whole)"
+
+    def layers():
+        n = len(record.ids)
+        for layer in range(t["top_weights"].shape[0]):
+            weights, keys = t["top_weights"][layer], t["top_keys"][layer]  # [head query k]
+            rows = torch.zeros(*weights.shape[:2], n)
+            rows.scatter_add_(-1, keys.clamp_min(0), weights * (keys >= 0))
+            if "query_rows" in t:
+                rows[:, record.query_positions] = t["query_rows"][layer, :, :, :n]
+            yield rows
+
+    return layers(), "top sources (past the attention budget: the last rows are whole)"
 
 
 def attention(trace, prompt: int, keep: int = ROW_KEYS) -> dict:
     record = _record(trace, prompt)
     layers, kept = _attention_layers(record)
-    cfg = trace.meta["cfg"]
-    group = cfg["n_heads"] // cfg["n_key_value_heads"]
+    return attention_payload(trace, prompt, sparse_rows(layers, keep), kept)
+
+
+def attention_payload(trace, prompt: int, rows: dict, kept: str) -> dict:
+    """The attention view's data around packed rows (`sparse_rows`, or `pack_rows` of rows
+    reduced while the model ran, for prompts whose full patterns would not fit in memory)."""
+    facts = trace.facts
+    n_heads = facts.n_heads
+    group = n_heads // facts.n_key_value_heads
     return {
         **tokens(trace, prompt),
-        "n_layers": len(layers),
-        "n_heads": int(layers[0].shape[0]),
-        "kv_heads": [h // group for h in range(int(layers[0].shape[0]))],
+        "n_layers": facts.n_layers,
+        "n_heads": n_heads,
+        "kv_heads": [h // group for h in range(n_heads)],
         "levels": LEVELS,
         "kept": kept,
-        **sparse_rows(layers, keep),
+        **rows,
     }
 
 
 def lens(trace, prompt: int, k: int = 5) -> dict:
     """The logit lens's top-k per (layer, position): token ids into a small vocabulary of the
-    texts that occur, and quantised probabilities; plus the token that actually came next."""
+    texts that occur, and quantised probabilities."""
     from interp.analysis.lens import logit_lens
 
     top, _ = logit_lens(trace, prompt, k=k)
@@ -112,12 +126,12 @@ def routing(trace, prompt: int) -> dict:
     if chosen.empty:
         raise InterpError("the routing view needs a MoE model traced with 'routing'")
     chosen = chosen.sort_values(["layer", "pos", "rank"])
-    cfg = trace.meta["cfg"]
+    facts = trace.facts
     return {
         **tokens(trace, prompt),
-        "layers": cfg["moe_layers"],
-        "n_experts": int(cfg["n_experts"]),
-        "top_k": int(cfg["top_k"]),
+        "layers": list(facts.moe_layers),
+        "n_experts": int(facts.n_experts),
+        "top_k": int(facts.top_k),
         "experts": pack(chosen["expert"].to_numpy(), "uint16"),  # [moe_layer pos top_k]
         "weights": pack(quantise(chosen["weight"].to_numpy()), "uint8"),
         "levels": LEVELS,

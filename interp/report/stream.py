@@ -23,7 +23,8 @@ def journey_section(inputs: ReportInputs) -> Section:
         "residual stream after the layer, the size of the attention and MLP writes, the prompt "
         "tokens its heads draw from most (token@position weight, averaged over heads), the "
         "experts it visited (MoE), and what the stream would predict if read out there (the "
-        "logit lens's top 3). At the boundary, the next-token candidates and the token chosen.",
+        "logit lens's top 3). At the boundary, the next-token candidates and the token chosen. "
+        "In the view, click an underlined (generated) token to follow that position instead.",
         stacked=True,
     )
     frame = inputs.derived("journey")
@@ -75,9 +76,10 @@ def residual_section(inputs: ReportInputs) -> Section:
         "whose norm is an outlier. Per prompt: each write's size relative to the stream it "
         "lands in, cos(x_l, x_l+1) (1: the layer did not turn the stream) and the growth "
         "|x_l+1| / |x_l|. The logit lens reads the stream after each layer through the final "
-        "norm and unembedding, as if that layer were the last: the heatmap shows the "
-        "probability it gives to the model's final prediction at each position, and the "
-        "decision depth is the first layer from which its top guess is the final one and "
+        "norm and unembedding, as if that layer were the last: the grid shades each layer and "
+        "position by the lens's top-1 probability (hover a cell for its top 5; a report "
+        "rebuilt from a saved trace shows the probability of the final prediction instead), "
+        "and the decision depth is the first layer from which its top guess is the final one and "
         "stays so.",
         panes=[Pane(label) for label in inputs.labels],
     )

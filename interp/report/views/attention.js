@@ -116,7 +116,8 @@
 
     function paintCanvas() {
       const ctx = canvas.getContext("2d");
-      ctx.imageSmoothingEnabled = false;
+      ctx.imageSmoothingEnabled = T > side;  // crisp cells when enlarging, averaged when shrinking
+      ctx.imageSmoothingQuality = "high";
       ctx.drawImage(image, 0, 0, side, side);
       if (state.query !== null) {
         ctx.strokeStyle = "rgb(" + READERS + ")";

@@ -3,8 +3,7 @@
 (function () {
   "use strict";
   const IV = (window.InterpViews = window.InterpViews || { renderers: {}, views: {} });
-  const ARRAYS = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array,
-                   float32: Float32Array };
+  const ARRAYS = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array };
 
   // {dtype, n, data: base64(gzip(little-endian bytes))} -> a typed array.
   IV.unpack = async function (packed) {

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-DTYPES = {"uint8": "<u1", "uint16": "<u2", "uint32": "<u4", "float32": "<f4"}
+DTYPES = {"uint8": "<u1", "uint16": "<u2", "uint32": "<u4"}
 LEVELS = 255  # attention weights, probabilities and router weights are shown as w = q / 255
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
             "\u2029": "\\u2029"}  # fmt: skip

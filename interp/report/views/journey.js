@@ -28,21 +28,25 @@
       const rows = data.journeys[String(pos)];
       const layers = rows.filter(function (r) { return r.stage === "layer"; });
       const boundary = rows.find(function (r) { return r.stage === "boundary"; });
-      const max = Math.max.apply(null, rows.map(function (r) {
-        return Math.max(r.resid_norm || 0, r.attn_write || 0, r.mlp_write || 0);
-      }));
+      // Each bar against its own largest value over the layers: writes are far smaller than
+      // the stream they land in, and would not show on one scale.
+      const max = {};
+      ["resid_norm", "attn_write", "mlp_write"].forEach(function (name) {
+        max[name] = Math.max.apply(null, layers.map(function (r) { return r[name] || 0; }));
+      });
       spans.forEach(function (s, p) { s.classList.toggle("iv-focus", p === pos); });
       info.textContent = "Following " + JSON.stringify(data.tokens[pos]) + " at position " + pos +
-        ". Bars: |x| after the layer (grey), |attention write| (blue), |MLP write| (orange).";
+        ". Bars, each against its largest layer: |x| after the layer (grey), |attention write| " +
+        "(blue), |MLP write| (orange); hover a bar for its value.";
       path.replaceChildren();
       layers.forEach(function (r) {
         const line = IV.el("div", "iv-step");
         line.dataset.layer = r.layer;
         line.appendChild(IV.el("span", "iv-step-name", "layer " + r.layer));
         const bars = IV.el("span", "iv-bars");
-        bars.appendChild(bar(r.resid_norm, max, "120,120,120"));
-        bars.appendChild(bar(r.attn_write, max, "37,99,235"));
-        bars.appendChild(bar(r.mlp_write, max, "234,88,12"));
+        bars.appendChild(bar(r.resid_norm, max.resid_norm, "120,120,120"));
+        bars.appendChild(bar(r.attn_write, max.attn_write, "37,99,235"));
+        bars.appendChild(bar(r.mlp_write, max.mlp_write, "234,88,12"));
         line.appendChild(bars);
         const text = IV.el("span", "iv-step-text");
         text.appendChild(IV.el("span", "iv-reads", "reads " + r.sources));

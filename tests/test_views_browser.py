@@ -1,6 +1,7 @@
 """The interactive views in real Chromium: hovering and clicking shows the trace's own numbers,
 the layer and head controls switch what is shown, and nothing errs, calls out or runs from a
-prompt. tiny-moe (4 layers, 4 heads, 16 experts) keeps them quick; GQA needs smollm2 (slow)."""
+prompt. tiny-moe (4 layers, 4 heads, 16 experts) and a random 2-layer OLMoE with grouped-query
+attention (4 query heads on 2 KV heads) keep them quick: no test here loads smollm2."""
 
 from __future__ import annotations
 

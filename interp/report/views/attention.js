@@ -88,24 +88,39 @@
     const side = Math.min(360, Math.max(120, 8 * T));
     canvas.width = canvas.height = side;
     root.appendChild(canvas);
-    const image = document.createElement("canvas");  // the pattern at one pixel per weight
-    image.width = image.height = T;
+    const image = document.createElement("canvas");
     const note = IV.el("div", "iv-note", "rows kept: " + data.kept + "; up to " + data.row_keys +
-                       " keys per row, weights in steps of 1/" + data.levels);
+                       " keys per row, weights in steps of 1/" + data.levels +
+                       (T > side ? "; each pixel: the largest weight it covers" : ""));
     root.appendChild(note);
 
+    // The pattern at min(T, side) pixels a side: one pixel per weight, or, for a long prompt,
+    // the largest weight each pixel covers. Built from the sparse rows: O(entries), not O(T^2).
+    const grid = Math.min(T, side);
+    image.width = image.height = grid;
     function paintPattern() {
       const ctx = image.getContext("2d");
-      const pixels = ctx.createImageData(T, T);
-      const sum = new Float32Array(T * T);
-      state.heads.forEach(function (h) {
-        for (let q = 0; q < T; q++) {
+      const pixels = ctx.createImageData(grid, grid);
+      const cells = new Float32Array(grid * grid);
+      const sum = new Float32Array(T), touched = [];
+      for (let q = 0; q < T; q++) {
+        state.heads.forEach(function (h) {
           const r = (state.layer * H + h) * T + q;
-          for (let i = offsets[r]; i < offsets[r + 1]; i++) sum[q * T + keys[i]] += levels[i];
-        }
-      });
-      for (let i = 0; i < T * T; i++) {
-        const w = Math.min(1, sum[i] * scale / state.heads.length);
+          for (let i = offsets[r]; i < offsets[r + 1]; i++) {
+            if (sum[keys[i]] === 0) touched.push(keys[i]);
+            sum[keys[i]] += levels[i];
+          }
+        });
+        const y = Math.floor(q * grid / T) * grid;
+        touched.forEach(function (k) {
+          const cell = y + Math.floor(k * grid / T);
+          cells[cell] = Math.max(cells[cell], sum[k] * scale / state.heads.length);
+          sum[k] = 0;
+        });
+        touched.length = 0;
+      }
+      for (let i = 0; i < grid * grid; i++) {
+        const w = Math.min(1, cells[i]);
         pixels.data[4 * i] = 255 - 218 * w;
         pixels.data[4 * i + 1] = 255 - 156 * w;
         pixels.data[4 * i + 2] = 255 - 20 * w;
@@ -116,8 +131,7 @@
 
     function paintCanvas() {
       const ctx = canvas.getContext("2d");
-      ctx.imageSmoothingEnabled = T > side;  // crisp cells when enlarging, averaged when shrinking
-      ctx.imageSmoothingQuality = "high";
+      ctx.imageSmoothingEnabled = false;
       ctx.drawImage(image, 0, 0, side, side);
       if (state.query !== null) {
         ctx.strokeStyle = "rgb(" + READERS + ")";
@@ -126,21 +140,35 @@
       }
     }
 
+    // Only the spans shaded before and those shaded now are touched: a hover over 2,048
+    // tokens changes a few dozen spans, not all of them.
+    let marked = [];
     function focus(query) {
-      state.query = query;
       const reads = row(query), readBy = column(query);
-      spans.forEach(function (span, pos) {
-        IV.shade(span, reads[pos], KEYS);
-        span.dataset.readBy = readBy[pos].toFixed(4);
-        span.style.boxShadow = readBy[pos] > 0
-          ? "inset 0 -4px 0 rgba(" + READERS + "," + Math.min(1, readBy[pos]).toFixed(3) + ")" : "";
-        span.classList.toggle("iv-focus", pos === query);
+      marked.forEach(function (pos) {
+        IV.shade(spans[pos], 0, KEYS);
+        spans[pos].dataset.readBy = "0.0000";
+        spans[pos].style.boxShadow = "";
       });
-      let best = 0;
-      for (let k = 1; k < T; k++) if (reads[k] > reads[best]) best = k;
+      if (state.query !== null) spans[state.query].classList.remove("iv-focus");
+      state.query = query;
+      spans[query].classList.add("iv-focus");
+      marked = [];
+      let best = 0, kept = 0;
+      for (let pos = 0; pos < T; pos++) {
+        kept += reads[pos];
+        if (reads[pos] > reads[best]) best = pos;
+        if (reads[pos] === 0 && readBy[pos] === 0) continue;
+        marked.push(pos);
+        IV.shade(spans[pos], reads[pos], KEYS);
+        spans[pos].dataset.readBy = readBy[pos].toFixed(4);
+        spans[pos].style.boxShadow = readBy[pos] > 0
+          ? "inset 0 -4px 0 rgba(" + READERS + "," + Math.min(1, readBy[pos]).toFixed(3) + ")" : "";
+      }
       info.textContent = "layer " + state.layer + ", " + state.label + ": position " + query +
         " " + JSON.stringify(data.tokens[query]) + " reads most from position " + best + " " +
-        JSON.stringify(data.tokens[best]) + " (" + IV.pct(reads[best]) + ")" +
+        JSON.stringify(data.tokens[best]) + " (" + IV.pct(reads[best]) + "); the keys shown " +
+        "hold " + IV.pct(kept) + " of its weight" +
         (state.pinned ? "; pinned (click again to release)" : "");
       paintCanvas();
     }
@@ -160,7 +188,8 @@
     canvas.addEventListener("mousemove", function (e) {
       if (state.pinned) return;
       const rect = canvas.getBoundingClientRect();
-      focus(Math.min(T - 1, Math.floor((e.clientY - rect.top) / rect.height * T)));
+      const query = Math.min(T - 1, Math.floor((e.clientY - rect.top) / rect.height * T));
+      if (query !== state.query) focus(query);
     });
     redraw();
     focus(data.n_prompt - 1);  // the last prompt token, until the mouse picks another

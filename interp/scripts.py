@@ -9,13 +9,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from interp import validate
 from interp.errors import InterpError
 
 
 def parser(doc: str, name: str, *, model: str, seed_help: str,
            quick_help: str = "seconds-long smoke run") -> argparse.ArgumentParser:  # fmt: skip
     """--model, --seed, --quick and --out (default reports/NAME.png); the script adds its own."""
-    out = argparse.ArgumentParser(description=doc.splitlines()[0])
+    out = argparse.ArgumentParser(description=doc.splitlines()[0], allow_abbrev=False)
     out.add_argument("--model", default=model)
     out.add_argument("--seed", type=int, default=0, help=seed_help)
     out.add_argument("--quick", action="store_true", help=quick_help)
@@ -29,6 +30,7 @@ def start(args: argparse.Namespace, argv: Sequence[str] | None = None):
 
     import interp
 
+    validate.output_path(args.out)  # before the model loads: a mistake costs nothing
     print(f"seed {args.seed}; command: {shlex.join(sys.argv if argv is None else argv)}")
     torch.set_grad_enabled(False)
     return interp.load(args.model)

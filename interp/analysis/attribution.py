@@ -107,10 +107,11 @@ def direct_logit_attribution(
     rows.append(("bias", "bias", -1, -1, float(bias + norm_offset + (attn_bias @ u).sum())))
     frame = pd.DataFrame(rows, columns=["component", "kind", "layer", "head", "logit"])
 
-    # The writes add up to x only to float32 rounding; a gap beyond that means a misread norm.
+    # The writes add up to x only to float32 rounding; a gap beyond that means a misread norm:
+    # a bug here, not a mistake of the caller's.
     total = frame["logit"].sum()
     if abs(total - float(real)) > 1e-2 * max(1.0, abs(float(real))):
-        raise InterpError(
+        raise AssertionError(
             f"attributions sum to {total:.4f} but the logit is {float(real):.4f}: "
             f"the final norm ({norm.kind}) is not what this module assumes"
         )

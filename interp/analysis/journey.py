@@ -12,15 +12,10 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
+from interp.text import show_token, token_texts
 
 SOURCES = 3  # prompt tokens listed per layer
 CANDIDATES = 5  # next-token candidates listed at the boundary
-
-
-def show(token: str) -> str:
-    """A token as one readable table cell: newlines escaped, blanks made visible."""
-    text = token.replace("\n", "\\n").replace("\t", "\\t")
-    return text.strip() or repr(text)
 
 
 def _attention_rows(record, pos: int) -> torch.Tensor:
@@ -62,27 +57,22 @@ def _boundary(
         if not step.empty:
             top = step.sort_values("rank").head(CANDIDATES)
             cells = [
-                f"{show(t)} {p:.3f} (s {s:.3f})"
+                f"{show_token(t)} {p:.3f} (s {s:.3f})"
                 for t, p, s in zip(top["token"], top["prob"], top["sample_prob"])
             ]
             chosen = step[step["chosen"]].iloc[0]
-            top1 = show(top["token"].iloc[0])
-            return " | ".join(cells), top1, show(chosen["token"]), float(chosen["prob"]), True
+            top1 = show_token(top["token"].iloc[0])
+            return " | ".join(cells), top1, show_token(chosen["token"]), float(chosen["prob"]), True
     # No sampling step here: the model's distribution, and the token that followed in the text.
     top = probs.topk(CANDIDATES)
-    texts = _decode(trace, top.indices.tolist())
-    cells = [f"{show(t)} {p:.3f}" for t, p in zip(texts, top.values.tolist())]
+    texts = token_texts(trace.tokenizer, top.indices.tolist())
+    cells = [f"{show_token(t)} {p:.3f}" for t, p in zip(texts, top.values.tolist())]
     ids = trace.records[prompt].ids
     if pos + 1 >= len(ids):
-        return " | ".join(cells), show(texts[0]), "", float("nan"), False
+        return " | ".join(cells), show_token(texts[0]), "", float("nan"), False
     nxt = int(ids[pos + 1])
-    chosen = show(_decode(trace, [nxt])[0])
-    return " | ".join(cells), show(texts[0]), chosen, float(probs[nxt]), False
-
-
-def _decode(trace, ids: list[int]) -> list[str]:
-    tok = trace.tokenizer
-    return [tok.decode([i]) if tok is not None else str(i) for i in ids]
+    chosen = show_token(token_texts(trace.tokenizer, [nxt])[0])
+    return " | ".join(cells), show_token(texts[0]), chosen, float(probs[nxt]), False
 
 
 def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
@@ -110,23 +100,23 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
     mlp = trace.tensor("mlp_out", prompt)[:, position].norm(dim=-1)
     attention = _attention_rows(record, position)
     experts = _expert_cells(trace, prompt, position)
-    texts = _decode(trace, record.ids.tolist())
-    token = show(texts[position])
+    texts = token_texts(trace.tokenizer, record.ids.tolist())
+    token = show_token(texts[position])
 
     rows = []
     for layer in range(len(attn)):
         weights, keys = attention[layer].topk(min(SOURCES, position + 1))
         sources = " | ".join(
-            f"{show(texts[k])}@{k} {w:.2f}" for k, w in zip(keys.tolist(), weights.tolist())
+            f"{show_token(texts[k])}@{k} {w:.2f}" for k, w in zip(keys.tolist(), weights.tolist())
         )
         guesses = lens[layer + 1].topk(3)
-        words = _decode(trace, guesses.indices.tolist())
+        words = token_texts(trace.tokenizer, guesses.indices.tolist())
         rows.append({
             "stage": "layer", "layer": layer, "resid_norm": float(resid[layer + 1].norm()),
             "attn_write": float(attn[layer]), "mlp_write": float(mlp[layer]),
             "sources": sources, "experts": experts.get(layer, ""),
-            "lens": " | ".join(f"{show(w)} {p:.2f}" for w, p in zip(words, guesses.values)),
-            "top1": show(words[0]), "top1_prob": float(guesses.values[0]), "chosen": "",
+            "lens": " | ".join(f"{show_token(w)} {p:.2f}" for w, p in zip(words, guesses.values)),
+            "top1": show_token(words[0]), "top1_prob": float(guesses.values[0]), "chosen": "",
             "chosen_prob": float("nan"), "sampled": False,
         })  # fmt: skip
     candidates, top1, chosen, chosen_prob, sampled = _boundary(trace, prompt, position, lens[-1])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 from interp.errors import InterpError
 
 
@@ -14,7 +12,9 @@ def add_format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
 
-def print_frame(frame: pd.DataFrame, fmt: str = "table", float_digits: int = 3) -> None:
+def print_frame(frame, fmt: str = "table", float_digits: int = 3) -> None:
+    import pandas as pd
+
     if fmt == "csv":
         print(frame.to_csv(index=False), end="")
     elif fmt == "json":

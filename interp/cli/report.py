@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from interp import validate
+from interp.cli import args as a
 from interp.cli.output import load_text_model
 from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
@@ -13,17 +15,16 @@ from interp.models.zoo import DEFAULT_MODEL
 def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "report",
-        help="HTML report comparing prompts",
         description="Trace each prompt (and its continuation) and write one self-contained "
         "HTML file that compares them section by section.",
     )
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--generate", type=int, default=0, metavar="N",
+    a.add_prompts(parser)
+    a.add_model_option(parser, DEFAULT_MODEL)
+    parser.add_argument("--generate", type=a.integer(0), default=0, metavar="N",
                         help="tokens to generate after each prompt (default 0)")  # fmt: skip
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--seed", type=a.seed, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--temperature", type=a.number(low=0), default=0.0,
                         help="0 (default) decodes greedily")  # fmt: skip
     parser.add_argument("-o", "--output", required=True, metavar="PATH",
                         help="the HTML file to write, e.g. reports/NAME.html")  # fmt: skip
@@ -35,12 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.report import build_report
 
-    if args.generate < 0:
-        raise InterpError("--generate must be >= 0")
-    if args.temperature < 0:
-        raise InterpError("--temperature must be >= 0")
     if not args.output.endswith((".html", ".htm")):
         raise InterpError(f"the report is HTML: name it {args.output}.html")
+    validate.output_path(args.output)  # before the model loads: a mistake costs nothing
     model = load_text_model(args.model)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)

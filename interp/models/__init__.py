@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def load(name: str = DEFAULT_MODEL):
     elif Path(name).exists() or name.startswith((".", "/")):
         raise InterpError(f"{name} is not a model directory or a .gguf file")
     else:
+        close = difflib.get_close_matches(name, list(ZOO), n=1, cutoff=0.6)
+        if close or any(entry.startswith(name) for entry in ZOO):
+            guess = close[0] if close else next(e for e in ZOO if e.startswith(name))
+            raise InterpError(f"unknown model {name!r}: did you mean {guess!r}? (interp models)")
         bridge = load_hub(name, list(ZOO))
     bridge.interp_name = name
     return bridge

@@ -35,11 +35,13 @@ def load_hf_dir(path: Path, name: str | None = None):
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InterpError(f"cannot load the checkpoint in {path}: {first_line}") from None
     model.eval()
+    tokenizer = _local_tokenizer(path)
+    _check_vocab(tokenizer, model.get_input_embeddings().num_embeddings, path)
     bridge = build_bridge_from_module(
         model,
         architecture=architectures[0],
         hf_config=model.config,
-        tokenizer=_local_tokenizer(path),
+        tokenizer=tokenizer,
         model_name=name or path.name,
     )
     bridge.eval()
@@ -55,6 +57,19 @@ def _local_tokenizer(path: Path):
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except _LOAD_ERRORS as exc:
         raise InterpError(f"cannot load the tokenizer in {path}: {exc}") from None
+
+
+def _check_vocab(tokenizer, n_embeddings: int, path: Path) -> None:
+    """Every id the tokenizer can produce must have an embedding row (else an IndexError
+    deep inside the first forward pass)."""
+    if tokenizer is None:
+        return
+    top = max(tokenizer.get_vocab().values(), default=-1) + 1
+    if top > n_embeddings:
+        raise InterpError(
+            f"{path}: the tokenizer yields ids up to {top - 1}, but the model embeds only "
+            f"{n_embeddings} tokens (vocab_size): tokenizer and weights do not match"
+        )
 
 
 def load_hub(name: str, embedded: list[str]):

@@ -105,5 +105,6 @@ class Trace:
         directory = Path(directory)
         if not (directory / "meta.json").is_file():
             raise InterpError(f"{directory} holds no saved trace (meta.json missing)")
-        saved = {p.stem: pd.read_parquet(p) for p in directory.glob("*.parquet")}
-        return cls([], json.loads((directory / "meta.json").read_text()), saved_frames=saved)
+        from interp.trace.saved import read_frames, read_meta
+
+        return cls([], read_meta(directory), saved_frames=read_frames(directory))

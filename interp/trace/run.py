@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from interp import validate
 from interp.errors import InterpError
 from interp.prompts import encode
 from interp.trace import assemble, frames, hooks
@@ -48,8 +49,9 @@ def trace(
     generated one; "all" keeps every row (that is, full patterns).
     """
     sampling = sampling or Sampling()
-    if max_new_tokens < 0:
-        raise InterpError("max_new_tokens must be >= 0")
+    if not isinstance(sampling, Sampling):
+        raise InterpError(f"sampling must be an interp.Sampling, not {type(sampling).__name__}")
+    max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens", low=0)
     if query_positions not in QUERY_POSITIONS:
         raise InterpError(
             f"query_positions must be one of {QUERY_POSITIONS}, not {query_positions!r}"
@@ -61,8 +63,7 @@ def trace(
     sequences = _sequences(model, prompts)
     facts = ModelFacts.of(model, hook_names)
     longest = max(len(s) for s in sequences) + max_new_tokens
-    if longest > facts.n_ctx:
-        raise InterpError(f"prompt + continuation is {longest} tokens; context is {facts.n_ctx}")
+    validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
     full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
     keep_full = "attention" in groups and (
         query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
@@ -143,17 +144,22 @@ def _guarded(name: str, fn):
 
 def _sequences(model, prompts) -> list[torch.Tensor]:
     if isinstance(prompts, torch.Tensor):
+        if prompts.ndim not in (1, 2):
+            raise InterpError(f"token ids must be 1-D or a 2-D batch, not {prompts.ndim}-D")
         prompts = list(prompts) if prompts.ndim == 2 else [prompts]
-    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    if isinstance(prompts, str):
+        items = [prompts]
+    elif isinstance(prompts, Sequence):
+        items = list(prompts)
+    else:
+        kind = type(prompts).__name__
+        raise InterpError(f"prompts must be text, token ids or a list of them, not {kind}")
     if not items:
         raise InterpError("no prompts given")
-    if isinstance(items[0], torch.Tensor):
-        for ids in items:
-            if ids.numel() == 0:
-                raise InterpError("the prompt is empty")
-            if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
-                raise InterpError(f"token ids must lie in [0, {model.cfg.d_vocab})")
-        return [ids.long() for ids in items]
+    if all(isinstance(item, torch.Tensor) for item in items):
+        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items]
+    if not all(isinstance(item, str) for item in items):
+        raise InterpError("prompts must be all text or all token-id tensors, not a mix")
     return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from interp import validate
 from interp.text import token_texts
 from interp.vocab import entropy
 
@@ -20,6 +21,17 @@ class Sampling:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+
+    def __post_init__(self):
+        # Frozen: the checked values are written back through object.__setattr__.
+        checked = {
+            "temperature": validate.number(self.temperature, "temperature", low=0),
+            "top_k": validate.integer(self.top_k, "top_k", low=0),
+            "top_p": validate.number(self.top_p, "top_p", low=0, high=1, low_open=True),
+            "seed": validate.seed(self.seed),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -24,16 +24,12 @@
     return node;
   };
 
-  // A token as running text: a newline gets a visible mark, an empty token a sign.
-  IV.shown = function (text) {
-    return text === "" ? "\u2205" : text.replace(/\n/g, "\u21b5\n");
-  };
-
-  // One span per token (text only); returns the spans, indexed by position.
+  // One span per token (text only; the payload made control characters visible, and a
+  // newline still breaks the line); returns the spans, indexed by position.
   IV.tokenStrip = function (parent, tokens, nPrompt) {
     const strip = IV.el("div", "iv-tokens");
     const spans = tokens.map(function (text, pos) {
-      const span = IV.el("span", pos >= nPrompt ? "iv-tok iv-gen" : "iv-tok", IV.shown(text));
+      const span = IV.el("span", pos >= nPrompt ? "iv-tok iv-gen" : "iv-tok", text);
       span.dataset.pos = pos;
       strip.appendChild(span);
       return span;

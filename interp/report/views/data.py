@@ -13,6 +13,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.report.views.encode import LEVELS, pack, quantise
+from interp.text import show_text, show_token
 
 # Keys kept per attention row: the heaviest, up to this many. A 2,048-token page stays tens of
 # megabytes instead of gigabytes; rows of short prompts are kept whole (every key >= 1/510).
@@ -20,10 +21,11 @@ ROW_KEYS = 32
 
 
 def tokens(trace, prompt: int) -> dict:
-    """The token texts (as decoded, unescaped: the page inserts them as text) of one prompt."""
+    """The token texts of one prompt as running text (`show_text`: control characters made
+    visible); unescaped, since the page inserts them as text."""
     record = _record(trace, prompt)
     frame = trace.tokens
-    texts = frame.loc[frame["prompt"] == prompt, "token"].tolist()
+    texts = frame.loc[frame["prompt"] == prompt, "token"].map(show_text).tolist()
     return {"tokens": texts, "n_prompt": int(record.n_prompt)}
 
 
@@ -111,7 +113,7 @@ def lens(trace, prompt: int, k: int = 5) -> dict:
         **tokens(trace, prompt),
         "n_layers": int(top["layer"].max()) + 1,
         "k": k,
-        "vocab": [texts[i] for i in vocab.tolist()],
+        "vocab": [show_token(texts[i]) for i in vocab.tolist()],
         "top": pack(index, "uint32"),  # [layer pos k]
         "probs": pack(quantise(top["prob"].to_numpy()), "uint8"),
         "levels": LEVELS,

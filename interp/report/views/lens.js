@@ -25,7 +25,7 @@
     function at(layer, pos, rank) { return (layer * T + pos) * K + rank; }
 
     function fit(ctx, text, width) {  // canvas text is drawn, never parsed
-      let s = IV.shown(text).replace(/\n/g, "");
+      let s = text.replace(/\n/g, "");
       while (s.length > 1 && ctx.measureText(s).width > width) s = s.slice(0, -1);
       return ctx.measureText(s).width <= width ? s : "";
     }

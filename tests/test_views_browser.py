@@ -17,6 +17,7 @@ import interp
 from interp.analysis.journey import journey
 from interp.analysis.lens import logit_lens
 from interp.report import build_report
+from interp.text import show_token
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 STEP = 0.5 / 255 + 1e-6  # uint8 quantisation: at most half a level off
@@ -116,7 +117,7 @@ def test_lens_view_hover_shows_the_top_five(driver, moe_trace, tmp_path):
         state = page.state(f"{view.ident}-0")
         cell = top[(top["layer"] == layer) & (top["pos"] == pos)].sort_values("rank")
         assert (state["layer"], state["pos"]) == (layer, pos)
-        assert [t for t, _ in state["top"]] == cell["token"].tolist()
+        assert [t for t, _ in state["top"]] == cell["token"].map(show_token).tolist()
         np.testing.assert_allclose([p for _, p in state["top"]], cell["prob"], atol=STEP)
         tip = page.view(f"{view.ident}-0").find_element(By.CLASS_NAME, "iv-tip")
         assert tip.is_displayed() and len(tip.find_elements(By.CLASS_NAME, "iv-tip-row")) == 6

@@ -210,26 +210,12 @@ def test_cli_writes_the_report(smollm, tmp_path, monkeypatch, capsys):
     assert "name it" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_moe(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, OlmoeConfig
-
-    config = OlmoeConfig(
-        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        num_experts=8, num_experts_per_tok=2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("olmoe")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    return interp.load(str(path))
-
-
-def test_moe_report_from_token_ids(tiny_moe, tmp_path):
+def test_moe_report_from_token_ids(random_olmoe, tmp_path):
     """A model without a tokenizer, with experts: every section renders, none fails."""
     ids = torch.randint(10, 101, (2, 12), generator=torch.Generator().manual_seed(0))
-    trace = interp.trace(tiny_moe, ids, max_new_tokens=2)
-    html = build_report(trace, tmp_path / "moe.html", model=tiny_moe, progress=False).read_text()
+    trace = interp.trace(random_olmoe, ids, max_new_tokens=2)
+    path = build_report(trace, tmp_path / "moe.html", model=random_olmoe, progress=False)
+    html = path.read_text()
     assert_sections(html)
     assert_self_contained(html)
     assert "8 per MoE layer, top-2, in 2 of 2 layers" in html
@@ -271,10 +257,10 @@ def test_unwritable_path_is_a_one_line_error(tmp_path):
         build_report(interp.Trace([], {"cfg": {}}), tmp_path, progress=False)
 
 
-def test_missing_captures_become_notes(tiny_moe, tmp_path, capsys):
+def test_missing_captures_become_notes(random_olmoe, tmp_path, capsys):
     """No attention, no routing, no generation, no model: notes where the data would be."""
     ids = torch.arange(10, 22)[None]
-    trace = interp.trace(tiny_moe, ids, capture=("residual",))
+    trace = interp.trace(random_olmoe, ids, capture=("residual",))
     html = build_report(trace, tmp_path / "thin.html").read_text()
     assert_sections(html)
     assert "Attention was not captured in this trace." in html

@@ -168,28 +168,12 @@ def test_journey_view_follows_a_clicked_position(driver, moe_trace, tmp_path):
     assert_clean(page)
 
 
-@pytest.fixture(scope="module")
-def gqa_model(tmp_path_factory):
-    """A random OLMoE with grouped-query attention (4 query heads on 2 KV heads), 2 layers."""
-    from transformers import AutoModelForCausalLM, OlmoeConfig
-
-    config = OlmoeConfig(
-        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        num_experts=8, num_experts_per_tok=2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("olmoe")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    return interp.load(str(path))
-
-
-def test_report_views_with_gqa(driver, gqa_model, tmp_path):
+def test_report_views_with_gqa(driver, random_olmoe, tmp_path):
     """In the report: every view mounts; a KV head's button shows the mean of the query heads
     that share it, and each head button says which KV head it reads."""
     ids = torch.randint(10, 101, (2, 12), generator=torch.Generator().manual_seed(0))
-    trace = interp.trace(gqa_model, ids, max_new_tokens=2)
-    path = build_report(trace, tmp_path / "report.html", model=gqa_model, progress=False)
+    trace = interp.trace(random_olmoe, ids, max_new_tokens=2)
+    path = build_report(trace, tmp_path / "report.html", model=random_olmoe, progress=False)
     page = Page(driver, path)
     states = driver.execute_script(
         "return Array.from(document.querySelectorAll('.iv-view')).map(n => n.id + ' ' +"

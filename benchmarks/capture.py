@@ -69,6 +69,18 @@ def hf_model():
     return AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
 
 
+def twin(model):
+    """A second module tree on the same weight tensors (nnsight wraps the modules it is given,
+    so it gets its own; sharing the weights keeps this script's memory down)."""
+    with torch.device("meta"):
+        other = AutoModelForCausalLM.from_config(model.config, attn_implementation="eager")
+    other.load_state_dict(model.state_dict(), assign=True)
+    for name, buffer in model.named_buffers():  # non-persistent ones (rotary frequencies)
+        owner, _, attr = name.rpartition(".")
+        setattr(other.get_submodule(owner), attr, buffer)
+    return other.eval()
+
+
 def nnsight_run(wrapped):
     """nnsight saving, per layer, attention output and pattern, MLP output and residual."""
 
@@ -96,7 +108,8 @@ def main() -> None:
     from nnsight import NNsight
 
     model = interp.load()
-    plain, wrapped = hf_model(), NNsight(hf_model())  # two copies: nnsight wraps its modules
+    plain = hf_model()
+    wrapped = NNsight(twin(plain))
     run_nnsight = nnsight_run(wrapped)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40000, (1, 64 if args.quick else 512), generator=g)

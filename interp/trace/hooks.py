@@ -20,6 +20,7 @@ from interp.trace.facts import moe_layers
 
 GROUPS = {"residual", "attention", "routing", "shapes"}
 TOP_SOURCES = 3
+BLOCK_ELEMENTS = 2**20  # pattern entries per temporary block (4 MB)
 
 
 class LayerStack:
@@ -69,6 +70,17 @@ def _store(target: LayerStack, slot: int):
     return hook
 
 
+def _row_entropy(pattern: torch.Tensor) -> torch.Tensor:
+    """Entropy of each query's row, [B H Tq Tk] -> [B H Tq], in blocks of queries: one
+    pattern-sized temporary would add T^2 memory and cost a page fault per 4 kB."""
+    step = max(1, BLOCK_ELEMENTS // (pattern.shape[0] * pattern.shape[1] * pattern.shape[-1]))
+    blocks = [
+        torch.special.entr(pattern[:, :, q : q + step]).sum(dim=-1)
+        for q in range(0, pattern.shape[2], step)
+    ]
+    return torch.cat(blocks, dim=2)
+
+
 def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     """`rows` [B, nq]: query positions whose full rows are kept; `lengths`: real tokens per
     prompt, so right-padding queries never add to the mass a key receives."""
@@ -84,7 +96,7 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
             for b, n in enumerate(lengths):
                 real[b, :, :n] = 1.0
             cap.key_mass.put(layer, (pattern * real).sum(dim=-2))
-        cap.query_entropy.put(layer, torch.special.entr(pattern).sum(dim=-1))
+        cap.query_entropy.put(layer, _row_entropy(pattern))
         k = min(TOP_SOURCES, pattern.shape[-1])
         weights, keys = pattern.topk(k, dim=-1)
         if k < TOP_SOURCES:  # fewer keys than sources: pad so steps concatenate

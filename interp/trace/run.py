@@ -33,6 +33,7 @@ from interp.vocab import Hook, entropy, log_probs
 
 DEFAULT_CAPTURE = ("residual", "attention", "routing", "shapes")
 QUERY_POSITIONS = ("last", "all")
+STATS_ELEMENTS = 2**21  # logits per chunk of the per-token log-prob and entropy (8 MB)
 
 
 def trace(
@@ -293,10 +294,12 @@ def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor,
     """log p of each token given its prefix, and the entropy of the predicting distribution:
     computed in float32 where the logits are, returned on the CPU."""
     chosen, ent, ids = [], [], ids.to(logits.device)
-    # In row chunks: a [pos vocab] log_softmax and its exp would triple the logits' memory.
-    for start in range(0, len(ids) - 1, 256):
-        logp = log_probs(logits[start : start + 256])[: len(ids) - 1 - start]
-        chosen.append(logp.gather(-1, ids[start + 1 : start + 257, None])[:, 0])
+    # In row chunks small enough for the allocator to reuse (a few MB): a [pos vocab] temporary
+    # would triple the logits' memory, and fresh large blocks cost a page fault per 4 kB.
+    rows = max(1, STATS_ELEMENTS // logits.shape[-1])
+    for start in range(0, len(ids) - 1, rows):
+        logp = log_probs(logits[start : start + rows])[: len(ids) - 1 - start]
+        chosen.append(logp.gather(-1, ids[start + 1 : start + 1 + rows, None])[:, 0])
         ent.append(-(logp.exp() * logp).sum(-1))
     nan = torch.tensor([float("nan")])
     return torch.cat([nan, *[c.cpu() for c in chosen]]), torch.cat([nan, *[e.cpu() for e in ent]])

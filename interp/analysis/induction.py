@@ -250,8 +250,8 @@ def ablation_frame(
 
 def set_effects(ablation: pd.DataFrame, ratio: float, min_delta: float) -> pd.DataFrame:
     """Per mode of an `ablation_frame`: the top set's delta, the random sets' mean and max
-    delta, and `confirmed`: the top delta exceeds `ratio` x the largest random one (or
-    `min_delta`, when every random set is harmless)."""
+    delta, and `confirmed`: the top delta exceeds ratio x max(largest random delta,
+    `min_delta`), so random sets that barely hurt cannot make a tiny top delta count."""
     rows = []
     for mode, group in ablation[ablation.condition != "baseline"].groupby("mode", sort=False):
         top = group.delta[group.condition == "top"].iloc[0]

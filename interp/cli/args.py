@@ -91,7 +91,26 @@ seed = integer(0, validate.MAX_SEED)
 
 
 def add_model_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """--model and where it runs: --device, --dtype, --n-devices (`interp.load` checks them)."""
     parser.add_argument("--model", default=default, help=MODEL_HELP)
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (default: CUDA if any)"
+    )
+    parser.add_argument(
+        "--dtype", default="auto",
+        help="auto (default: the checkpoint's dtype on a GPU, float32 on the CPU), float32, "
+        "bfloat16 or float16",
+    )  # fmt: skip
+    parser.add_argument(
+        "--n-devices", type=integer(1), default=None, metavar="N",
+        help="split the model over N GPUs (accelerate places the layers)",
+    )  # fmt: skip
+
+
+def model_words(args: argparse.Namespace) -> list[str]:
+    """The model options as command-line words, every default spelled out (to re-run)."""
+    words = ["--model", args.model, "--device", args.device, "--dtype", args.dtype]
+    return words + (["--n-devices", str(args.n_devices)] if args.n_devices else [])
 
 
 def _read_prompt_file(name: str) -> str:
@@ -129,8 +148,8 @@ class Flatten(argparse.Action):
         setattr(namespace, self.dest, [text for group in values for text in group])
 
 
-def add_prompts(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT", type=prompts, action=Flatten,
+def add_prompts(parser: argparse.ArgumentParser, nargs: str = "+") -> None:
+    parser.add_argument("prompts", nargs=nargs, metavar="PROMPT", type=prompts, action=Flatten,
                         help="text, or @FILE for one prompt per line of FILE")  # fmt: skip
 
 

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.analysis.coverage import TOP_MIN, UNCOVERED_MAX, token_masses
     from interp.runs.coverage import measure
 
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     result = measure(model, args.prompt, generate=args.generate,
                      value_weighted=args.value_weighted, tau=args.tau)  # fmt: skip
     cov, causal = result["coverage"], result["causal"]

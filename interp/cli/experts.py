@@ -10,7 +10,7 @@ import argparse
 import json
 
 from interp.cli import args as a
-from interp.cli.output import add_format_option, print_frame
+from interp.cli.output import add_format_option, load_model, print_frame
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -34,11 +34,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.runs.experts import check, measure
 
     check(args.prompts, args.domain, args.top)
-    model = interp.load(args.model)
+    model = load_model(args)
     result = measure(model, args.prompts, args.domain, args.top)
     if args.format == "csv":
         print_frame(result["layers"], "csv")

@@ -10,7 +10,7 @@ import argparse
 import json
 
 from interp.cli import args as a
-from interp.cli.output import add_format_option, print_frame
+from interp.cli.output import add_format_option, load_model, print_frame
 from interp.models.zoo import DEFAULT_MODEL
 
 
@@ -36,10 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.runs.induction import MIN_DELTA, SET_RATIO, THRESHOLD, induction_heads
 
-    model = interp.load(args.model)
+    model = load_model(args)
     result = induction_heads(
         model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, top=args.top
     )

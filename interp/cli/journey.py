@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.analysis.journey import format_journey, journey
 
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     trace = interp.trace(
         model,
         args.prompt,

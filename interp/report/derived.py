@@ -69,6 +69,13 @@ def _journey(trace: Trace, model) -> dict[str, pd.DataFrame]:
     return {"journey": pd.concat(frames, ignore_index=True)}
 
 
+def _views(trace: Trace, model) -> dict[str, pd.DataFrame]:
+    """Per prompt, the data of each interactive view (see interp.report.views)."""
+    from interp.report.views.embed import view_frame
+
+    return {"views": view_frame(trace)}
+
+
 def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
     """Prompt-key coverage of every prompt from the trace's attention rows, and the causal
     check as `interp coverage` runs it (`interp.runs.coverage`)."""
@@ -135,6 +142,7 @@ ANALYSES = [
     Analysis(("deltas",), _deltas, per_prompt=True),
     Analysis(("lens",), _lens, per_prompt=True),
     Analysis(("journey",), _journey, per_prompt=True),
+    Analysis(("views",), _views, per_prompt=True),
     Analysis(
         (
             "coverage",

@@ -31,6 +31,7 @@ from interp import scripts  # noqa: E402
 from interp.analysis.journey import format_journey, journey  # noqa: E402
 from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
 from interp.files import save_figure  # noqa: E402
+from interp.text import decode, token_texts  # noqa: E402
 
 
 def layer_table(trace, pos: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -113,8 +114,8 @@ def main() -> None:
     )
     record = trace.records[0]
     pos = record.n_prompt - 1
-    followed = trace.tokenizer.decode([int(record.ids[pos])])
-    continuation = trace.tokenizer.decode(record.ids[record.n_prompt :].tolist())
+    followed = token_texts(trace.tokenizer, [record.ids[pos]])[0]
+    continuation = decode(trace.tokenizer, record.ids[record.n_prompt :])
     print(f"prompt {args.prompt!r} -> continuation {continuation!r}")
     print(f"following token {followed!r} at position {pos}")
 

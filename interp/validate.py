@@ -99,7 +99,7 @@ def token_ids(ids, d_vocab: int, name: str = "token ids"):
     return ids.long()
 
 
-def output_path(value: Any, *, suffixes: tuple[str, ...] = ()) -> Path:
+def output_path(value: Any) -> Path:
     """A file path the user asked us to write, checked before any work: encodable, not a
     directory, and under a writable directory (missing directories between are created)."""
     raw = os.fsdecode(value) if isinstance(value, bytes | os.PathLike) else value
@@ -110,8 +110,6 @@ def output_path(value: Any, *, suffixes: tuple[str, ...] = ()) -> Path:
     except UnicodeEncodeError:
         raise InterpError(f"the output path {raw!r} is not valid UTF-8") from None
     path = Path(raw)
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise InterpError(f"{raw} must end in {' or '.join(suffixes)}")
     # The nearest existing ancestor decides: missing directories below it are created on write.
     ancestor = next(a for a in (path.parent, *path.parent.parents) if a.exists())
     if not ancestor.is_dir():

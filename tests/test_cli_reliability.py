@@ -33,7 +33,7 @@ def one_error_line(err: str) -> str:
 def no_model(monkeypatch):
     """Fails the test if a model is loaded: the mistake must be found before."""
 
-    def refuse(name):
+    def refuse(name, **options):
         raise AssertionError(f"loaded {name} before checking the arguments")
 
     monkeypatch.setattr(interp, "load", refuse)
@@ -156,3 +156,11 @@ def test_models_lists_with_an_unusable_cache(tmp_path, monkeypatch, capsys, bloc
     code, out, err = run(["models", "--format", "json"], capsys)
     assert code == 0, err
     assert {row["name"] for row in json.loads(out)} >= {"smollm2-135m", "tiny-moe", "attn-only-1l"}
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_every_command_has_help_and_one_summary(command, capsys):
+    code, out, _ = run([command, "--help"], capsys)
+    assert code == 0 and out.startswith(f"usage: interp {command} ")
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and cli.SUMMARY[command] in out

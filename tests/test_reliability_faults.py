@@ -19,9 +19,21 @@ from interp.models import cache
 TIMEOUT_S = 300
 
 
-def _spawn(args: list[str], cache_dir: Path, cwd: Path) -> subprocess.Popen:
+# `interp` with each fsync slowed by 3 s: a written temporary file then stays in place long
+# enough for the test to see it and kill the process at exactly that point.
+SLOW_FSYNC = (
+    "import os, sys, time\n"
+    "fsync = os.fsync\n"
+    "os.fsync = lambda fd: (time.sleep(3), fsync(fd))\n"
+    "from interp.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def _spawn(args: list[str], cache_dir: Path, cwd: Path, slow_fsync=False) -> subprocess.Popen:
     env = {**os.environ, "INTERP_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "interp.cli", *args], cwd=cwd, env=env,
+    program = ["-c", SLOW_FSYNC] if slow_fsync else ["-m", "interp.cli"]
+    return subprocess.Popen([sys.executable, *program, *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
@@ -99,23 +111,28 @@ def test_entry_damaged_in_place_is_rebuilt_and_serves_the_same_model(
 
 @pytest.mark.parametrize(
     ("sig", "point"),
-    [(signal.SIGTERM, "model loading"), (signal.SIGKILL, "temporary written")],
-    ids=["SIGTERM-loading", "SIGKILL-writing"],
-)
+    [(signal.SIGKILL, "temporary written"), (signal.SIGTERM, "temporary written"),
+     (signal.SIGTERM, "model loading")],
+    ids=["SIGKILL-writing", "SIGTERM-writing", "SIGTERM-loading"],
+)  # fmt: skip
 def test_killed_report_leaves_no_litter(tmp_path, sig, point):
     args = ["report", "The cat sat on the mat", "--model", "tiny-moe", "--generate", "2",
             "-o", "out.html", "--no-progress"]  # fmt: skip
+    temporaries = lambda: list(tmp_path.glob(".out.html.*.tmp"))  # noqa: E731
     ready = {
-        "model loading": lambda: time.monotonic() - start > 2.0,
-        "temporary written": lambda: any(tmp_path.glob(".out.html.*.tmp")),
-    }[point]
+        "temporary written": temporaries,
+        "model loading": lambda: time.monotonic() > start + 2,
+    }
     start = time.monotonic()
-    proc = _spawn(args, tmp_path / "cache", tmp_path)
-    killed = _kill_when(proc, ready, sig)
-    if sig == signal.SIGTERM and killed:
+    proc = _spawn(args, tmp_path / "cache", tmp_path, slow_fsync=point == "temporary written")
+    assert _kill_when(proc, ready[point], sig), "the report finished before the kill"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and len(temporaries()) == 1  # litter, for now
+    else:  # the process removed its own temporary
         assert proc.returncode in (143, -signal.SIGTERM)  # -15: before the handler was set
         assert _litter(tmp_path) == []
+    assert not (tmp_path / "out.html").exists()
     rerun = _spawn(args, tmp_path / "cache", tmp_path)
     assert rerun.wait(timeout=TIMEOUT_S) == 0, rerun.stderr.read()
-    assert _litter(tmp_path) == []
+    assert _litter(tmp_path) == []  # a dead writer's temporary is swept
     assert (tmp_path / "out.html").read_text().rstrip().endswith("</html>")

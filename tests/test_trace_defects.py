@@ -131,8 +131,8 @@ def test_command_is_recorded_only_by_the_cli(moe, tmp_path, monkeypatch):
     monkeypatch.setattr(interp, "load", lambda name, **options: moe)
     out = tmp_path / "r.html"
     assert main(["report", "Hi", "--model", "tiny-moe", "-o", str(out), "--no-progress"]) == 0
-    line = "interp report Hi --model tiny-moe --device auto --dtype auto --generate 0 --seed 0"
-    assert f"{line} --temperature 0.0 -o {out}" in out.read_text()
+    command = "interp report Hi --model tiny-moe --device auto --dtype auto --generate 0"
+    assert command in out.read_text()
 
 
 def test_import_keeps_the_matplotlib_backend():

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from interp.cli.args import Parser
 from interp.errors import InterpError
+from interp.files import cleanup_on_sigterm
 
 # Each module defines `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS = ["models", "generate", "journey", "coverage", "induction", "experts", "report"]
@@ -27,13 +28,15 @@ SUMMARY = {
 
 
 class _Commands:
-    """The subparsers action, giving each command its one-line summary."""
+    """The subparsers action, giving each command its one-line summary from SUMMARY (the one
+    place it is written, so the listing reads the same whichever command is parsed)."""
 
     def __init__(self, action):
         self.action = action
 
     def add_parser(self, name: str, **kwargs) -> Parser:
-        return self.action.add_parser(name, help=SUMMARY.get(name), **kwargs)
+        kwargs["help"] = SUMMARY.get(name)
+        return self.action.add_parser(name, **kwargs)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> Parser:
@@ -59,7 +62,7 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        with _cleanup_on_sigterm():
+        with cleanup_on_sigterm():
             args = build_parser(argv).parse_args(argv)
             return args.run(args)
     except InterpError as exc:
@@ -68,9 +71,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130
-
-
-def _cleanup_on_sigterm():
-    from interp.files import cleanup_on_sigterm
-
-    return cleanup_on_sigterm()

@@ -34,6 +34,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import interp
+    from interp.text import decode
 
     model = load_text_model(args)
     text = interp.prompts.format_prompt(model.tokenizer, args.prompt, chat=args.chat)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                          capture=())  # fmt: skip
     record = trace.records[0]
     new_ids = record.ids[record.n_prompt :].tolist()
-    continuation = model.tokenizer.decode(new_ids)
+    continuation = decode(model.tokenizer, new_ids)
     if args.format == "json":
         out = {"model": args.model, "prompt": text, "continuation": continuation,
                "tokens": new_ids, "sampling": sampling.as_dict()}  # fmt: skip

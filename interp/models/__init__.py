@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from interp.errors import InterpError
 from interp.models import cache
 from interp.models.config import read_config
-from interp.models.devices import Placement, checkpoint_dtype, placement
 from interp.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry
+
+if TYPE_CHECKING:  # torch loads with the model, not with `interp --help`
+    import torch
 
 
 def load(
@@ -33,9 +34,10 @@ def load(
     one model over several GPUs (accelerate places the layers; see TransformerLens's
     boot_transformers for their meaning).
     """
+    from interp.models.devices import checkpoint_dtype, placement
     from interp.models.hf import load_hub
 
-    def place(config: dict | None = None) -> Placement:
+    def place(config: dict | None = None):
         checkpoint = checkpoint_dtype(config) if config else None
         return placement(device, dtype, n_devices, device_map, max_memory, checkpoint)
 

@@ -5,10 +5,11 @@
 On the same 512-token input (median of `--repeats` runs, the methods interleaved so that load
 from other processes hits them alike), time relative to transformers' plain forward of:
 nnsight saving each layer's attention output, attention pattern, MLP output and residual
-(4 x 30 tensors); interp's full trace; TransformerLens's run_with_cache (every hook). Then peak
-memory of the trace vs run_with_cache, a 2048-token trace with streaming attention, and traced
-generation vs transformers' generate (both with a KV cache). All models use eager attention,
-the only kind that yields patterns.
+(4 x 30 tensors); the TL bridge without hooks (what the trace runs on); interp's full trace;
+TransformerLens's run_with_cache (every hook). Then peak memory of the trace vs
+run_with_cache, a 2048-token trace with streaming attention, and traced generation vs
+transformers' generate (both with a KV cache). All models use eager attention, the only kind
+that yields patterns.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
     t = medians(
         {
             "transformers forward": lambda: plain(ids),
+            "TL forward, no hooks": lambda: model(ids),
             "nnsight, 120 tensors": lambda: run_nnsight(ids),
             "interp trace": lambda: interp.trace(model, ids),
             "TL run_with_cache": lambda: model.run_with_cache(ids),

@@ -70,15 +70,19 @@ def _store(target: LayerStack, slot: int):
     return hook
 
 
-def _row_entropy(pattern: torch.Tensor) -> torch.Tensor:
-    """Entropy of each query's row, [B H Tq Tk] -> [B H Tq], in blocks of queries: one
-    pattern-sized temporary would add T^2 memory and cost a page fault per 4 kB."""
+def _row_stats(pattern: torch.Tensor, k: int):
+    """Per query row of [B H Tq Tk]: entropy [B H Tq] and top-k (weights, keys) [B H Tq k],
+    in blocks of queries that stay in cache: one pattern-sized temporary would add T^2 memory
+    and cost a page fault per 4 kB."""
     step = max(1, BLOCK_ELEMENTS // (pattern.shape[0] * pattern.shape[1] * pattern.shape[-1]))
-    blocks = [
-        torch.special.entr(pattern[:, :, q : q + step]).sum(dim=-1)
-        for q in range(0, pattern.shape[2], step)
-    ]
-    return torch.cat(blocks, dim=2)
+    entropy, weights, keys = [], [], []
+    for q in range(0, pattern.shape[2], step):
+        block = pattern[:, :, q : q + step]
+        entropy.append(torch.special.entr(block).sum(dim=-1))
+        top = block.topk(k, dim=-1)
+        weights.append(top.values)
+        keys.append(top.indices)
+    return torch.cat(entropy, dim=2), torch.cat(weights, dim=2), torch.cat(keys, dim=2)
 
 
 def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
@@ -96,9 +100,9 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
             for b, n in enumerate(lengths):
                 real[b, :, :n] = 1.0
             cap.key_mass.put(layer, (pattern * real).sum(dim=-2))
-        cap.query_entropy.put(layer, _row_entropy(pattern))
         k = min(TOP_SOURCES, pattern.shape[-1])
-        weights, keys = pattern.topk(k, dim=-1)
+        entropy, weights, keys = _row_stats(pattern, k)
+        cap.query_entropy.put(layer, entropy)
         if k < TOP_SOURCES:  # fewer keys than sources: pad so steps concatenate
             pad = TOP_SOURCES - k
             weights = torch.nn.functional.pad(weights, (0, pad))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from interp import validate
 from interp.cli import args as a
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.endswith((".html", ".htm")):
         raise InterpError(f"the report is HTML: name it {args.output}.html")
     validate.output_path(args.output)  # before the model loads: a mistake costs nothing
+    if args.save:
+        validate.output_path(Path(args.save) / "meta.json")
     if bool(args.prompts) == bool(args.saved):
         raise InterpError("give prompts to trace, or --from DIR (a trace kept with --save)")
     if args.saved:

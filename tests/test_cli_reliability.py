@@ -73,6 +73,9 @@ def test_output_path_under_a_file_is_named(tmp_path, capsys, no_model):
     (tmp_path / "file").write_text("x")
     code, _, err = run(["report", "x", "-o", str(tmp_path / "file" / "r.html")], capsys)
     assert code == 2 and f"{tmp_path / 'file'} is a file, not a directory" in one_error_line(err)
+    argv = ["report", "x", "-o", str(tmp_path / "r.html"), "--save", str(tmp_path / "file")]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and f"{tmp_path / 'file'} is a file, not a directory" in one_error_line(err)
 
 
 def test_model_typo_gets_a_suggestion(capsys):

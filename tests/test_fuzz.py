@@ -76,9 +76,10 @@ def cached_load():
     real, models = interp.load, {}
 
     def load(name="smollm2-135m", **options):
-        if name not in models:
-            models[name] = real(name, **options)
-        return models[name]
+        key = (name, *sorted(options.items()))
+        if key not in models:
+            models[key] = real(name, **options)
+        return models[key]
 
     return load
 
@@ -100,6 +101,10 @@ def argv(draw, workdir: Path):
                     path.write_text(draw(TEXTS).replace("\udcc3\udc28", "?"), errors="replace")
                 words.append(f"@{path if kind == 'file' else workdir / 'none.txt'}")
         words += ["--model", draw(st.sampled_from(MODELS))]
+        if command != "models" and draw(st.integers(0, 4)) == 0:
+            words += draw(st.sampled_from([["--device", "cpu"], ["--device", "cuda"],
+                                           ["--device", "tpu"], ["--dtype", "float32"],
+                                           ["--dtype", "int8"], ["--n-devices", "0"]]))  # fmt: skip
     if command == "report":  # -o is required: usually given, usually writable
         words.append("-o")
         words.append(str(draw(st.sampled_from([workdir / "r.html"] * 6 + [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from interp import validate
 from interp.cli import args as a
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.patch is not None and (len(args.patch) > 2 or len(args.prompts) < 2):
         raise InterpError("--patch takes ANSWER [WRONG] and needs two prompts: clean, corrupted")
     validate.output_path(args.output)  # before the model loads: a mistake costs nothing
+    if args.save:
+        validate.output_path(Path(args.save) / "meta.json")
     if bool(args.prompts) == bool(args.saved):
         raise InterpError("give prompts to trace, or --from DIR (a trace kept with --save)")
     if args.saved:

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-GROUPS = {"residual", "attention", "routing", "shapes"}
+from interp import routers as routers_mod
+
+# routing: chosen experts, weights, entropy and the router's distribution over experts;
+# routing_dense adds logits, scores and choice per expert.
+GROUPS = {"residual", "attention", "routing", "routing_dense", "shapes"}
 TOP_SOURCES = 3
 
 
@@ -32,6 +36,13 @@ class Capture:
     top_sources: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     query_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, H, nq, T]
     router_logits: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, E]
+    router_dist: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, E]
+    router_scores: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, E]
+    router_choice: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, E]
+    router_experts: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, k]
+    router_weights: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, k]
+    router_entropy: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T]
+    shared_weights: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, S]
     shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
 
@@ -73,12 +84,31 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     return hook
 
 
-def _router_hook(cap: Capture, layer: int, batch: int):
-    def hook(logits: torch.Tensor, hook) -> None:
-        # MoE routers see the flattened [B*T, E] token list.
-        cap.router_logits[layer] = logits.detach().reshape(batch, -1, logits.shape[-1]).clone()
+def router_hooks(cap: Capture, routers: dict, batch: int, dense: bool) -> list:
+    """Forward hooks on each layer's Hugging Face router module (handles; remove after the
+    forward): the decision of `interp.routers`, per token, [B, T, ...]."""
 
-    return hook
+    def keeper(layer: int, router):
+        def keep(x: torch.Tensor, d) -> None:
+            def per_token(t: torch.Tensor) -> torch.Tensor:
+                return t.reshape(batch, len(x) // batch, *t.shape[1:]).clone()
+
+            cap.router_dist[layer] = per_token(d.dist)
+            cap.router_experts[layer] = per_token(d.experts)
+            cap.router_weights[layer] = per_token(d.weights)
+            cap.router_entropy[layer] = per_token(d.entropy)
+            cap.shared_weights[layer] = per_token(router.shared_weights(x))
+            if dense:
+                cap.router_logits[layer] = per_token(d.logits)
+                cap.router_scores[layer] = per_token(d.scores)
+                cap.router_choice[layer] = per_token(d.choice)
+
+        return keep
+
+    return [
+        r.module.register_forward_hook(routers_mod.capture_hook(r, keeper(layer, r)))
+        for layer, r in routers.items()
+    ]
 
 
 def _shape_hook(cap: Capture, name: str):
@@ -90,22 +120,15 @@ def _shape_hook(cap: Capture, name: str):
     return hook
 
 
-def moe_layers(model, hook_names: Iterable[str] | None = None) -> list[int]:
-    """Layers whose MLP is a routed mixture (a dense gated MLP also has `mlp.gate`)."""
-    # The bridge rebuilds hook_dict on every access: read it once.
-    names = model.hook_dict if hook_names is None else hook_names
-    return [
-        layer
-        for layer in range(model.cfg.n_layers)
-        if f"blocks.{layer}.mlp.hook_expert_indices" in names
-    ]
+def moe_layers(model) -> list[int]:
+    """Layers whose MLP is a routed mixture of a family `interp.routers` reads."""
+    return list(routers_mod.routers(model))
 
 
 def build_hooks(
     model,
     cap: Capture,
     groups: set[str],
-    batch: int,
     keep_full_attention: bool,
     query_rows: torch.Tensor | None,
     lengths: list[int],
@@ -116,7 +139,6 @@ def build_hooks(
     `hook_names`: the model's hook_dict keys in order, read once by the caller.
     """
     hooks: list[tuple[str, object]] = []
-    routed = set(moe_layers(model, hook_names)) if "routing" in groups else set()
     for layer in range(model.cfg.n_layers):
         prefix = f"blocks.{layer}"
         if "residual" in groups:
@@ -132,8 +154,6 @@ def build_hooks(
         if "attention" in groups:
             hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
-        if layer in routed:
-            hooks.append((f"{prefix}.mlp.gate.hook_out", _router_hook(cap, layer, batch)))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
     return hooks

@@ -14,6 +14,11 @@ from interp.capture import Capture
 from interp.sampling import TOP_CANDIDATES, entropy
 
 STAGES = ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
+# Capture fields kept per MoE layer and token (see interp.capture.router_hooks).
+ROUTER_TENSORS = (
+    "router_logits", "router_dist", "router_scores", "router_choice",
+    "router_experts", "router_weights", "router_entropy", "shared_weights",
+)  # fmt: skip
 
 
 def slice_capture(cap: Capture, b: int, n: int, model, keys: int | None = None, release=False):
@@ -55,8 +60,10 @@ def slice_capture(cap: Capture, b: int, n: int, model, keys: int | None = None, 
             out["query_rows"] = stack(cap.query_rows, lambda t: t[b, :, :, :keys])
         if cap.patterns:
             out["patterns"] = stack(cap.patterns, lambda t: t[b, :, :n, :keys])
-    if cap.router_logits:
-        out["router_logits"] = stack(cap.router_logits, lambda t: t[b, :n])
+    for name in ROUTER_TENSORS:
+        store = getattr(cap, name)
+        if store:
+            out[name] = stack(store, lambda t: t[b, :n])
     return out
 
 
@@ -68,8 +75,9 @@ def concat_steps(parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, 
     """Join the prompt's capture with one capture per generated token (KV-cache steps)."""
     out: dict[str, torch.Tensor] = {}
     first = parts[0]
-    by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "z": 1, "router_logits": 1,
+    by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "z": 1,
                    "query_entropy": 2, "top_weights": 2, "top_keys": 2}  # fmt: skip
+    by_position.update(dict.fromkeys(ROUTER_TENSORS, 1))
     for name, axis in by_position.items():
         if name in first:
             out[name] = torch.cat([p[name] for p in parts], dim=axis)
@@ -217,41 +225,84 @@ def query_attention_frame(trace) -> pd.DataFrame:
     return _rows_frame(trace, rows)
 
 
+def _moe_grid(trace, r, **axes) -> pd.DataFrame:
+    grid = _grid(**axes)
+    grid["layer"] = np.asarray(trace.meta["cfg"]["moe_layers"])[grid["layer"]]
+    grid["token"] = np.array(_texts(trace, r.ids), dtype=object)[grid["pos"]]
+    return grid
+
+
+ROUTING_COLUMNS = ["prompt", "pos", "token", "layer", "expert", "shared", "selected", "rank",
+                   "weight", "entropy"]  # fmt: skip
+
+
 def routing_frame(trace) -> pd.DataFrame:
-    cfg = trace.meta["cfg"]
+    """Sparse: per token and MoE layer, its chosen experts (rank 0 = best) and then its shared
+    experts (shared, numbered from E, rank k, k+1...), with the weight the block mixes each
+    with and the token's router entropy (nats of softmax p, or of s / sum(s) for sigmoid
+    routers). Every row is selected."""
     out = []
     for p, r in enumerate(trace.records):
-        if "router_logits" not in r.tensors:
+        if "router_experts" not in r.tensors:
             continue
-        logits = r.tensors["router_logits"].float()  # [Lm, T, E]
-        probs = logits.softmax(-1)
-        order = probs.argsort(-1, descending=True)
-        rank = order.argsort(-1)
-        selected = rank < cfg["top_k"]
-        weight = probs * selected
-        if cfg["renormalize_top_k"]:
-            weight = weight / weight.sum(-1, keepdim=True)
-        grid = _grid(layer=logits.shape[0], pos=logits.shape[1], expert=logits.shape[2])
-        grid["layer"] = np.asarray(cfg["moe_layers"])[grid["layer"]]
-        grid["token"] = np.array(_texts(trace, r.ids), dtype=object)[grid["pos"]]
-        for name, t in [("logit", logits), ("prob", probs), ("selected", selected),
-                        ("rank", rank), ("weight", weight)]:  # fmt: skip
-            grid[name] = t.reshape(-1).numpy()
+        experts, weights = r.tensors["router_experts"], r.tensors["router_weights"]
+        shared = r.tensors["shared_weights"]  # [Lm, T, S]
+        n_exp, k = trace.meta["cfg"]["n_experts"], experts.shape[-1]
+        ids = torch.arange(n_exp, n_exp + shared.shape[-1]).expand_as(shared)
+        experts, weights = torch.cat([experts, ids], -1), torch.cat([weights.float(), shared], -1)
+        grid = _moe_grid(trace, r, layer=experts.shape[0], pos=experts.shape[1],
+                         rank=experts.shape[2])  # fmt: skip
+        grid["expert"] = experts.reshape(-1).numpy()
+        grid["shared"] = grid["rank"] >= k
+        grid["selected"] = True
+        grid["weight"] = weights.reshape(-1).numpy()
+        grid["entropy"] = r.tensors["router_entropy"][..., None].expand_as(experts).reshape(-1)
         grid.insert(0, "prompt", p)
         out.append(grid)
-    cols = [
-        "prompt",
-        "pos",
-        "token",
-        "layer",
-        "expert",
-        "logit",
-        "prob",
-        "selected",
-        "rank",
-        "weight",
-    ]
+    return _concat(out, ROUTING_COLUMNS)
+
+
+def routing_dense_frame(trace) -> pd.DataFrame:
+    """Opt-in (capture "routing_dense"): every routed expert for every token. logit; score
+    (what the router ranks by: softmax p, sigmoid s, or the logit); choice (score + bias,
+    -inf in masked groups); prob (the scores as a distribution); selected, rank, weight."""
+    out = []
+    for p, r in enumerate(trace.records):
+        if "router_choice" not in r.tensors:
+            continue
+        t = r.tensors
+        choice = t["router_choice"]  # [Lm, T, E]
+        rank = choice.argsort(dim=-1, descending=True, stable=True).argsort(-1)
+        k = t["router_experts"].shape[-1]
+        weight = torch.zeros_like(choice).scatter_(-1, t["router_experts"], t["router_weights"])
+        grid = _moe_grid(trace, r, layer=choice.shape[0], pos=choice.shape[1],
+                         expert=choice.shape[2])  # fmt: skip
+        for name, v in [("logit", t["router_logits"]), ("score", t["router_scores"]),
+                        ("choice", choice), ("prob", t["router_dist"]),
+                        ("selected", rank < k), ("rank", rank), ("weight", weight)]:  # fmt: skip
+            grid[name] = v.reshape(-1).numpy()
+        grid.insert(0, "prompt", p)
+        out.append(grid)
+    cols = ["prompt", "pos", "token", "layer", "expert", "logit", "score", "choice", "prob",
+            "selected", "rank", "weight"]  # fmt: skip
     return _concat(out, cols)
+
+
+def router_probs_frame(trace) -> pd.DataFrame:
+    """Per prompt, MoE layer and routed expert: tokens, and prob = the mean over the prompt's
+    tokens of the router's scores as a distribution (P_i of the balance metric)."""
+    out = []
+    for p, r in enumerate(trace.records):
+        if "router_dist" not in r.tensors:
+            continue
+        dist = r.tensors["router_dist"]  # [Lm, T, E]
+        grid = _grid(layer=dist.shape[0], expert=dist.shape[2])
+        grid["layer"] = np.asarray(trace.meta["cfg"]["moe_layers"])[grid["layer"]]
+        grid["tokens"] = dist.shape[1]
+        grid["prob"] = dist.mean(1).reshape(-1).numpy()
+        grid.insert(0, "prompt", p)
+        out.append(grid)
+    return _concat(out, ["prompt", "layer", "expert", "tokens", "prob"])
 
 
 def _records_frame(trace, attr: str) -> pd.DataFrame:
@@ -277,6 +328,8 @@ BUILDERS = {
     "query_entropy": query_entropy_frame,
     "query_attention": query_attention_frame,
     "routing": routing_frame,
+    "routing_dense": routing_dense_frame,
+    "router_probs": router_probs_frame,
     "sampling": lambda trace: _records_frame(trace, "sampling"),
     "kv_cache": lambda trace: _records_frame(trace, "kv_cache"),
     "shapes": shapes_frame,

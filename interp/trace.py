@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from interp import capture as cap_mod
 from interp import frames
+from interp import routers as routers_mod
 from interp.errors import InterpError
 from interp.prompts import encode
 from interp.sampling import Sampling, entropy, kv_cache_bytes, measured_cache_bytes
@@ -189,21 +190,19 @@ def _sequences(model, prompts) -> list[torch.Tensor]:
 
 def _cfg_summary(model, hook_names) -> dict:
     cfg = model.cfg
-    hf = getattr(getattr(model, "original_model", None), "config", None)
-    moe = cap_mod.moe_layers(model, hook_names)
+    routed = routers_mod.routers(model)
     summary = {
         "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_model": cfg.d_model,
         "d_head": cfg.d_head, "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx,
         "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
-        "moe_layers": moe,
+        "moe_layers": list(routed),
     }  # fmt: skip
-    if moe and hf is not None:
-        summary["n_experts"] = getattr(hf, "num_experts", None) or hf.num_local_experts
-        summary["top_k"] = hf.num_experts_per_tok
-        # Mixtral always renormalises the chosen weights; OLMoE and Qwen only if configured.
-        summary["renormalize_top_k"] = bool(
-            hf.model_type == "mixtral" or getattr(hf, "norm_topk_prob", False)
-        )
+    if routed:
+        first = next(iter(routed.values()))
+        summary.update(
+            n_experts=first.n_experts, top_k=first.top_k, n_shared=first.n_shared,
+            router=first.family,
+        )  # fmt: skip
     return summary
 
 
@@ -214,6 +213,8 @@ class _Runner:
         self.model, self.hook_names, self.groups, self.raw = model, hook_names, groups, raw
         self.user_hooks, self.keep_full = user_hooks, keep_full
         self.shapes: list = []
+        routed = groups & {"routing", "routing_dense"}
+        self.routers = routers_mod.routers(model) if routed else {}
 
     def _forward(self, ids, rows, past=None, lengths=None):
         capture = cap_mod.Capture()
@@ -222,7 +223,6 @@ class _Runner:
             self.model,
             capture,
             self.groups,
-            ids.shape[0],
             self.keep_full,
             rows,
             lengths,
@@ -234,11 +234,19 @@ class _Runner:
             hooks.append(
                 (name, lambda t, hook, name=name: raw_store.__setitem__(name, t.detach().clone()))
             )
-        with self.model.hooks(fwd_hooks=hooks + self.user_hooks):
-            if past is None:
-                logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
-            else:
-                logits, past = self.model(ids, return_type="logits_and_cache", past_key_values=past)
+        dense = "routing_dense" in self.groups
+        handles = cap_mod.router_hooks(capture, self.routers, ids.shape[0], dense)
+        try:
+            with self.model.hooks(fwd_hooks=hooks + self.user_hooks):
+                if past is None:
+                    logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
+                else:
+                    logits, past = self.model(
+                        ids, return_type="logits_and_cache", past_key_values=past
+                    )
+        finally:
+            for handle in handles:
+                handle.remove()
         if capture.shapes:  # one block's shapes, once, from the first forward
             self.groups.discard("shapes")
             self.shapes = [

@@ -24,8 +24,9 @@ def tiny_moe():
 
 def test_measure_equals_the_analysis_of_the_trace(tiny_moe):
     result = measure(tiny_moe, [CODE, PROSE], ["code", "prose"], top=2)
-    routing = interp.trace(tiny_moe, [CODE, PROSE], capture=("routing",)).routing
-    expected = ex.balance(routing)
+    trace = interp.trace(tiny_moe, [CODE, PROSE], capture=("routing",))
+    routing = trace.routing
+    expected = ex.balance(routing, trace.router_probs)
     layers = result["layers"]
     assert list(layers.layer) == [0, 1, 2, 3]
     assert np.allclose(layers.balance, expected.balance)

@@ -55,10 +55,10 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
     trace = interp.trace(model, prompts, capture=("routing",))
     if not trace.meta["cfg"]["moe_layers"]:
         raise InterpError(f"{trace.meta['model']} has no MoE layers: nothing routes")
-    routing = trace.routing
+    routing, probs = trace.routing, trace.router_probs
     labels = domains or [f"p{i}" for i in range(len(prompts))]
     by_prompt = dict(enumerate(labels))
-    layers = ex.balance(routing).merge(ex.temporal_locality(routing), on="layer", how="left")
+    layers = ex.balance(routing, probs).merge(ex.temporal_locality(routing), on="layer", how="left")
     info = ex.transition_information(routing)
     if not info.empty:
         layers = layers.merge(info, on="layer", how="left")
@@ -69,7 +69,7 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
     divergence = ex.domain_divergence(routing, by_prompt) if len(set(labels)) > 1 else None
     return {
         "layers": layers,
-        "overall": ex.balance_overall(routing),
+        "overall": ex.balance_overall(routing, probs),
         "domains": top_experts,
         "divergence": divergence,
         "labels": labels,

@@ -9,7 +9,6 @@ trace.residual                              # long-form pandas frames
 from interp import prompts
 from interp.errors import InterpError
 from interp.models import load
-from interp.sampling import Sampling
-from interp.trace import Trace, trace
+from interp.trace import Sampling, Trace, trace
 
 __all__ = ["load", "trace", "Trace", "Sampling", "prompts", "InterpError"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import interp
-from interp.routers import hf_block, routers
+from interp.trace.routers import hf_block, routers
 
 COMMON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=4, max_position_embeddings=64)  # fmt: skip

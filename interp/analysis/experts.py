@@ -1,8 +1,9 @@
 """Expert utilisation: how a mixture-of-experts model spreads tokens over its experts.
 
-Everything reads a long-form routing frame: the trace's sparse one (one row per prompt, pos,
-layer and chosen expert, plus shared experts flagged `shared`; a token's router `entropy`)
-or a dense one (every expert for every token, with `prob` and `selected`). Shared experts
+Everything reads a long-form routing frame: the trace's sparse `routing` (one row per prompt,
+pos, layer and chosen expert, plus shared experts flagged `shared`; a token's router
+`entropy`) or a dense one (`routing_dense`, `interp.trace.frames.routing_rows`: every expert
+for every token, with `prob` and `selected`). Shared experts
 are always on and kept out of every load metric. P_i needs every expert's probability:
 from a dense frame, or from the trace's `router_probs` frame passed as `probs`.
 
@@ -20,45 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.routers import softmax_topk
-
 TOKEN = ["prompt", "pos"]
-
-
-def routing_frame(
-    router_logits: torch.Tensor,
-    top_k: int,
-    tokens: Sequence[str],
-    prompt: str | int = 0,
-    normalise_top_k: bool = False,
-) -> pd.DataFrame:
-    """The dense routing frame of one prompt from a softmax router's logits ``[layers, T, N]``.
-
-    `normalise_top_k` follows the model's config (OLMoE: False, Mixtral: True): whether the
-    selected experts' weights are renormalised to sum to 1.
-    """
-    n_layers, n_tok, n_exp = router_logits.shape
-    d = softmax_topk(router_logits.detach().reshape(-1, n_exp), top_k, normalise_top_k)
-    rank = d.scores.argsort(dim=-1, descending=True, stable=True).argsort(-1)
-    weight = torch.zeros_like(d.scores).scatter_(-1, d.experts, d.weights)
-    layer, pos, expert = np.meshgrid(
-        np.arange(n_layers), np.arange(n_tok), np.arange(n_exp), indexing="ij"
-    )
-    return pd.DataFrame(
-        {
-            "prompt": prompt,
-            "pos": pos.ravel(),
-            "token": np.asarray(tokens, dtype=object)[pos.ravel()],
-            "layer": layer.ravel(),
-            "expert": expert.ravel(),
-            "shared": False,
-            "prob": d.scores.numpy().ravel(),
-            "selected": (rank < top_k).numpy().ravel(),
-            "rank": rank.numpy().ravel(),
-            "weight": weight.numpy().ravel(),
-            "logit": d.logits.numpy().ravel(),
-        }
-    )
 
 
 def _routed(routing: pd.DataFrame) -> pd.DataFrame:

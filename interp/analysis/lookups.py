@@ -102,7 +102,7 @@ def soft_lookups(trace, prompt: int = 0, hooks: dict[int, str] | None = None) ->
     if hidden:
         parts.append(neuron_lookups(hidden))
     if "router_dist" in tensors:
-        parts.append(router_lookups(tensors["router_dist"], trace.meta["cfg"]["moe_layers"]))
+        parts.append(router_lookups(tensors["router_dist"], trace.facts.moe_layers))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS[1:])
     frame.insert(0, "prompt", prompt)
     return frame[COLUMNS].sort_values(["layer", "kind", "unit", "pos"], ignore_index=True)

@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from interp.errors import InterpError
 from interp.files import write_atomic
-from interp.report.blocks import RC, Section
 from interp.report.derived import ANALYSES, derive
 from interp.report.inputs import ReportInputs
+from interp.report.parts import RC, Section
 from interp.report.sections import SECTIONS, summary_section
 from interp.trace import Trace
 

@@ -15,8 +15,8 @@ Families, as transformers 5.23 implements them:
                  norm_topk_prob) * routed_scaling_factor: DeepSeek-V3, Kimi K2
   sigmoid_topk   top-k of z; weights sigmoid(z) that scale the expert's INPUT: Llama 4
 
-The Hugging Face module is hooked directly (the bridge exposes no router output for
-DeepSeek-V3); captures are named like TL hooks: blocks.{l}.mlp.hook_router_logits.
+The Hugging Face router module is hooked directly (the bridge exposes no router output for
+DeepSeek-V3); interp.trace.hooks keeps each decision as router_* tensors per MoE layer.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class Router:
     block: torch.nn.Module
     module: torch.nn.Module
     decide: Callable[[torch.Tensor], Decision]
+    renormalise: bool = False  # the chosen weights sum to 1 (before any scaling factor)
     logits_at: int = 0  # index of the logits in the module's output tuple
     n_shared: int = 0
     shared_gate: torch.nn.Module | None = None  # Qwen2-MoE: weight = sigmoid(gate(x))
@@ -128,10 +129,10 @@ class Router:
 def _softmax(block, renormalise=None) -> Router:
     gate = block.gate
     norm = gate.norm_topk_prob if renormalise is None else renormalise
-    qwen2 = hasattr(block, "shared_expert_gate")
+    shared_gate = getattr(block, "shared_expert_gate", None)  # Qwen2-MoE's one shared expert
     return Router(
         "softmax_topk", block, gate, lambda z: softmax_topk(z, gate.top_k, norm),
-        n_shared=int(qwen2), shared_gate=block.shared_expert_gate if qwen2 else None,
+        renormalise=bool(norm), n_shared=int(shared_gate is not None), shared_gate=shared_gate,
     )  # fmt: skip
 
 
@@ -144,12 +145,12 @@ def _deepseek(block) -> Router:
             gate.norm_topk_prob, gate.routed_scaling_factor,
         )  # fmt: skip
 
-    return Router("sigmoid_group", block, gate, decide, n_shared=1)
+    return Router("sigmoid_group", block, gate, decide, bool(gate.norm_topk_prob), n_shared=1)
 
 
 def _topk_softmax(block) -> Router:
     router = block.router
-    return Router("topk_softmax", block, router, lambda z: topk_softmax(z, router.top_k))
+    return Router("topk_softmax", block, router, lambda z: topk_softmax(z, router.top_k), True)
 
 
 def _llama4(block) -> Router:

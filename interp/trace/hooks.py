@@ -1,4 +1,4 @@
-"""Hooks that turn one forward pass into plain tensors: what `trace` records per run.
+"""The capture hooks: they turn one forward pass into plain tensors (a `Capture`).
 
 Every hook writes into a `Capture`; nothing is kept that was not asked for. Attention is
 kept in full only under a memory budget; otherwise each hook reduces its pattern on the spot
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interp import routers as routers_mod
+from interp.trace.routers import capture_hook
 
 # routing: chosen experts, weights, entropy and the router's distribution over experts;
 # routing_dense adds logits, scores and choice per expert.
@@ -23,7 +23,8 @@ TOP_SOURCES = 3
 
 @dataclass
 class Capture:
-    """Tensors of one forward over a batch [B, T]; layer-major stacks are built on demand."""
+    """Tensors of one forward over a batch [B, T], per layer; `assemble` stacks them layer-major
+    after the forward."""
 
     resid_pre: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, d]
     attn_out: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -85,8 +86,8 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
 
 
 def router_hooks(cap: Capture, routers: dict, batch: int, dense: bool) -> list:
-    """Forward hooks on each layer's Hugging Face router module (handles; remove after the
-    forward): the decision of `interp.routers`, per token, [B, T, ...]."""
+    """Forward hooks on each layer's Hugging Face router module (handles: remove them after
+    the forward); they keep `interp.trace.routers`' decision per token, [B, T, ...]."""
 
     def keeper(layer: int, router):
         def keep(x: torch.Tensor, d) -> None:
@@ -106,7 +107,7 @@ def router_hooks(cap: Capture, routers: dict, batch: int, dense: bool) -> list:
         return keep
 
     return [
-        r.module.register_forward_hook(routers_mod.capture_hook(r, keeper(layer, r)))
+        r.module.register_forward_hook(capture_hook(r, keeper(layer, r)))
         for layer, r in routers.items()
     ]
 
@@ -118,11 +119,6 @@ def _shape_hook(cap: Capture, name: str):
             cap.shapes.append((name, tuple(tensor.shape)))
 
     return hook
-
-
-def moe_layers(model) -> list[int]:
-    """Layers whose MLP is a routed mixture of a family `interp.routers` reads."""
-    return list(routers_mod.routers(model))
 
 
 def build_hooks(

@@ -2,46 +2,32 @@
 
 The trace is the one way data leaves the model. Analyses read its frames and tensors; the only
 way back into the model is `fwd_hooks` (TL-style (hook name, fn) pairs, e.g. ablations),
-declared up front and active for the whole run.
+declared up front and active for the whole run. Which forwards a hook sees: one over the
+padded prompt batch [batch pos ...], then, when generating, one per new token over that token
+alone [1 1 ...] (the keys come from the KV cache). The capture hooks run after the user's at
+every hook point, so the trace records what the model actually used.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import shlex
-import sys
+import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from interp import capture as cap_mod
-from interp import frames
-from interp import routers as routers_mod
 from interp.errors import InterpError
 from interp.prompts import encode
-from interp.sampling import Sampling, entropy, kv_cache_bytes, measured_cache_bytes
+from interp.trace import assemble, frames, hooks
+from interp.trace.facts import ModelFacts
+from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
+from interp.trace.result import PromptRecord, Trace
+from interp.trace.routers import routers
+from interp.trace.sampling import Sampling, sampling_rows
+from interp.vocab import Hook, entropy, log_probs
 
 DEFAULT_CAPTURE = ("residual", "attention", "routing", "shapes")
-
-
-@dataclass
-class PromptRecord:
-    """Everything captured for one prompt (and its continuation), positions 0..T-1."""
-
-    ids: torch.Tensor  # [T]
-    n_prompt: int
-    logprob: torch.Tensor  # [T] log p(token | prefix); nan at 0
-    entropy: torch.Tensor  # [T] entropy of the distribution that predicted the token
-    query_positions: list[int]
-    query_logits: torch.Tensor  # [nq, vocab]
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    sampling: list[dict] = field(default_factory=list)
-    kv_cache: list[dict] = field(default_factory=list)
+QUERY_POSITIONS = ("last", "all")
 
 
 def trace(
@@ -51,7 +37,7 @@ def trace(
     max_new_tokens: int = 0,
     sampling: Sampling | None = None,
     capture: Iterable[str] = DEFAULT_CAPTURE,
-    fwd_hooks: Sequence[tuple[str, object]] = (),
+    fwd_hooks: Sequence[Hook] = (),
     attention_budget_mb: float = 256,
     query_positions: str = "last",
 ) -> Trace:
@@ -65,111 +51,95 @@ def trace(
     sampling = sampling or Sampling()
     if max_new_tokens < 0:
         raise InterpError("max_new_tokens must be >= 0")
+    if query_positions not in QUERY_POSITIONS:
+        raise InterpError(
+            f"query_positions must be one of {QUERY_POSITIONS}, not {query_positions!r}"
+        )
     # The bridge rebuilds hook_dict on every access (~1 ms): read it once per trace.
     hook_names = dict.fromkeys(model.hook_dict)
     groups, raw = _parse_capture(hook_names, capture)
+    user_hooks = _checked_hooks(hook_names, fwd_hooks)
     sequences = _sequences(model, prompts)
+    facts = ModelFacts.of(model)
     longest = max(len(s) for s in sequences) + max_new_tokens
-    if longest > model.cfg.n_ctx:
-        raise InterpError(
-            f"prompt + continuation is {longest} tokens; context is {model.cfg.n_ctx}"
-        )
-    cfg = model.cfg
-    full_bytes = cfg.n_layers * cfg.n_heads * longest * longest * 4 * len(sequences)
-    keep_full = query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
-    run = _Runner(model, hook_names, groups, raw, list(fwd_hooks), keep_full)
+    if longest > facts.n_ctx:
+        raise InterpError(f"prompt + continuation is {longest} tokens; context is {facts.n_ctx}")
+    full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
+    keep_full = "attention" in groups and (
+        query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
+    )
+    if keep_full and query_positions == "all":
+        frames.check_fits(full_bytes, "the full attention patterns")
+    run = _Runner(model, hook_names, groups, raw, user_hooks, keep_full)
     with torch.no_grad():
         if max_new_tokens == 0:
             records = run.forward_batch(sequences)
         else:
             records = [run.generate(ids, max_new_tokens, sampling) for ids in sequences]
     meta = {
-        "model": getattr(model, "interp_name", cfg.model_name),
-        "cfg": _cfg_summary(model, hook_names),
+        "model": getattr(model, "interp_name", model.cfg.model_name),
+        "cfg": facts.as_dict(),
         "capture": sorted(groups) + raw,
         "max_new_tokens": max_new_tokens,
         "sampling": sampling.as_dict(),
         "full_attention": keep_full,
         "shapes": run.shapes,
-        "command": shlex.join(sys.argv),
+        "command": None,  # set by the CLI, which has one
     }
+    if "attention" in groups and not keep_full:
+        meta["empty_frames"] = {"attention": (
+            f"full patterns ({full_bytes / 2**20:.0f} MB) exceed attention_budget_mb="
+            f"{attention_budget_mb:g}; read query_attention, attention_summary, or trace with "
+            "query_positions='all'")}  # fmt: skip
     return Trace(records, meta, model=model)
 
 
-class Trace:
-    """Captured data: long-form frames (see `FRAMES`) and per-prompt tensors."""
-
-    FRAMES = frames.BUILDERS
-
-    def __init__(self, records, meta: dict, model=None, saved_frames: dict | None = None):
-        self.records: list[PromptRecord] = records
-        self.meta = meta
-        self._frames: dict[str, pd.DataFrame] = dict(saved_frames or {})
-        self.tokenizer = getattr(model, "tokenizer", None)
-        # References (no copies) to what analyses need to read the stream out as logits.
-        self.readout = (lambda x: model.unembed(model.ln_final(x))) if model is not None else None
-        self._model = model
-
-    @functools.cached_property
-    def weights(self) -> dict[str, torch.Tensor]:
-        """W_O [L, H, d_head, d], W_U [d, vocab], b_U [vocab]; built on first use (stacking
-        30 layers' W_O costs as much as a short forward pass). Empty for a loaded trace."""
-        if self._model is None:
-            return {}
-        return {"W_O": self._model.W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
-
-    def frame(self, name: str) -> pd.DataFrame:
-        if name not in self._frames:
-            if not self.records:
-                raise InterpError(f"this saved trace has no '{name}' frame")
-            self._frames[name] = frames.BUILDERS[name](self)
-        return self._frames[name]
-
-    def __getattr__(self, name: str):
-        if name in frames.BUILDERS:
-            return self.frame(name)
-        raise AttributeError(name)
-
-    def tensor(self, name: str, prompt: int = 0) -> torch.Tensor:
-        try:
-            return self.records[prompt].tensors[name]
-        except (IndexError, KeyError):
-            raise InterpError(f"no tensor '{name}' captured for prompt {prompt}") from None
-
-    def save(self, directory: str | Path) -> Path:
-        """Frames as parquet + meta as JSON: enough to rebuild reports without the model."""
-        directory = Path(directory)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            for name in frames.BUILDERS:
-                self.frame(name).to_parquet(directory / f"{name}.parquet", index=False)
-            (directory / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
-        except OSError as exc:
-            raise InterpError(f"cannot write the trace to {directory}: {exc.strerror}") from None
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Trace:
-        directory = Path(directory)
-        if not (directory / "meta.json").is_file():
-            raise InterpError(f"{directory} holds no saved trace (meta.json missing)")
-        saved = {p.stem: pd.read_parquet(p) for p in directory.glob("*.parquet")}
-        return cls([], json.loads((directory / "meta.json").read_text()), saved_frames=saved)
-
-
 def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:
+    if isinstance(capture, str):
+        capture = [capture]
     groups, raw = set(), []
     for name in capture:
-        if name in cap_mod.GROUPS:
+        if name in hooks.GROUPS:
             groups.add(name)
         elif name in hook_names:
             raw.append(name)
         else:
             raise InterpError(
-                f"unknown capture {name!r}: use one of {sorted(cap_mod.GROUPS)} or a hook name "
-                f"such as blocks.0.attn.hook_pattern"
+                f"unknown capture {name!r}: use one of {sorted(hooks.GROUPS)} or a hook name"
+                f"{_close(name, hook_names, ' such as blocks.0.attn.hook_pattern')}"
             )
     return groups, raw
+
+
+def _close(name: str, hook_names, otherwise: str = "") -> str:
+    matches = difflib.get_close_matches(name, list(hook_names), n=3)
+    return f" (did you mean {', '.join(matches)}?)" if matches else otherwise
+
+
+def _checked_hooks(hook_names, fwd_hooks: Sequence[Hook]) -> list[Hook]:
+    """The user's hooks, each wrapped so a failure names the hook and the forward it failed on."""
+    out = []
+    for item in fwd_hooks:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and callable(item[1])):
+            raise InterpError("fwd_hooks must be (hook name, function) pairs")
+        name, fn = item
+        if name not in hook_names:
+            raise InterpError(f"fwd_hooks: no hook point {name!r}{_close(name, hook_names)}")
+        out.append((name, _guarded(name, fn)))
+    return out
+
+
+def _guarded(name: str, fn):
+    def hook(tensor, hook):
+        try:
+            return fn(tensor, hook)
+        except (IndexError, RuntimeError, ValueError) as exc:
+            raise InterpError(
+                f"fwd_hooks: {name} failed on a tensor of shape {list(tensor.shape)} ({exc}); "
+                "when generating, hooks also see one forward per new token, of one position"
+            ) from exc
+
+    return hook
 
 
 def _sequences(model, prompts) -> list[torch.Tensor]:
@@ -188,56 +158,33 @@ def _sequences(model, prompts) -> list[torch.Tensor]:
     return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
 
 
-def _cfg_summary(model, hook_names) -> dict:
-    cfg = model.cfg
-    routed = routers_mod.routers(model)
-    summary = {
-        "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_model": cfg.d_model,
-        "d_head": cfg.d_head, "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx,
-        "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
-        "moe_layers": list(routed),
-    }  # fmt: skip
-    if routed:
-        first = next(iter(routed.values()))
-        summary.update(
-            n_experts=first.n_experts, top_k=first.top_k, n_shared=first.n_shared,
-            router=first.family,
-        )  # fmt: skip
-    return summary
-
-
 class _Runner:
     """Forward passes with the capture hooks installed; assembles PromptRecords."""
 
     def __init__(self, model, hook_names, groups, raw, user_hooks, keep_full):
-        self.model, self.hook_names, self.groups, self.raw = model, hook_names, groups, raw
+        self.model, self.hook_names, self.raw = model, hook_names, raw
+        self.groups = set(groups)  # shapes are read from the first forward only
         self.user_hooks, self.keep_full = user_hooks, keep_full
         self.shapes: list = []
-        routed = groups & {"routing", "routing_dense"}
-        self.routers = routers_mod.routers(model) if routed else {}
+        self.routers = routers(model) if self.groups & {"routing", "routing_dense"} else {}
 
     def _forward(self, ids, rows, past=None, lengths=None):
-        capture = cap_mod.Capture()
+        captured = hooks.Capture()
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
-        hooks = cap_mod.build_hooks(
-            self.model,
-            capture,
-            self.groups,
-            self.keep_full,
-            rows,
-            lengths,
-            self.hook_names,
+        capture_hooks = hooks.build_hooks(
+            self.model, captured, self.groups, self.keep_full, rows, lengths, self.hook_names
         )
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:
             # Stored under the name asked for: TL aliases resolve to another hook.name.
-            hooks.append(
+            capture_hooks.append(
                 (name, lambda t, hook, name=name: raw_store.__setitem__(name, t.detach().clone()))
             )
+        # The user's hooks first: what is captured is what the model used.
         dense = "routing_dense" in self.groups
-        handles = cap_mod.router_hooks(capture, self.routers, ids.shape[0], dense)
+        handles = hooks.router_hooks(captured, self.routers, ids.shape[0], dense)
         try:
-            with self.model.hooks(fwd_hooks=hooks + self.user_hooks):
+            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
                 if past is None:
                     logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
                 else:
@@ -247,13 +194,13 @@ class _Runner:
         finally:
             for handle in handles:
                 handle.remove()
-        if capture.shapes:  # one block's shapes, once, from the first forward
+        if captured.shapes:  # one block's shapes, once, from the first forward
             self.groups.discard("shapes")
             self.shapes = [
-                (name, list(shape), cap_mod.dims_of(shape, self.model.cfg, *ids.shape))
-                for name, shape in capture.shapes
+                (name, list(shape), hooks.dims_of(shape, self.model.cfg, *ids.shape))
+                for name, shape in captured.shapes
             ]
-        return capture, raw_store, logits, past
+        return captured, raw_store, logits, past
 
     def forward_batch(self, sequences: list[torch.Tensor]) -> list[PromptRecord]:
         # Right padding: causal attention never lets a real token see the pads after it.
@@ -262,69 +209,58 @@ class _Runner:
         for b, seq in enumerate(sequences):
             ids[b, : len(seq)] = seq
         rows = torch.tensor([[n - 1] for n in lengths])
-        capture, raw, logits, _ = self._forward(ids, rows, lengths=lengths)
+        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths)
         records = []
         for b, n in enumerate(lengths):
-            tensors = frames.slice_capture(capture, b, n, self.model, release=b == len(lengths) - 1)
+            last = b == len(lengths) - 1
+            tensors = assemble.slice_capture(captured, b, n, self.model, release=last)
             tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
             logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
+            query_logits = logits[b, n - 1 : n].clone()
             records.append(
-                PromptRecord(
-                    ids[b, :n].clone(),
-                    n,
-                    logprob,
-                    ent,
-                    [n - 1],
-                    logits[b, n - 1 : n].clone(),
-                    tensors,
-                )
+                PromptRecord(ids[b, :n].clone(), n, logprob, ent, [n - 1], query_logits, tensors)
             )
         return records
 
     def generate(self, prompt: torch.Tensor, steps: int, sampling: Sampling) -> PromptRecord:
         generator = torch.Generator().manual_seed(sampling.seed)
         n0 = len(prompt)
-        capture, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
-        parts = [frames.slice_capture(capture, 0, n0, self.model, release=True)]
+        captured, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
+        parts = [assemble.slice_capture(captured, 0, n0, self.model, release=True)]
         raw_parts = {name: [t[0]] for name, t in raw.items()}
         ids, step_logits = prompt.tolist(), [logits[0, -1]]
         logprob, ent = _token_stats(logits[0], prompt)
         logprobs, entropies = list(logprob), list(ent)
         record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], logits[0, -1:], {})
+        facts = ModelFacts.of(self.model)
         for step in range(1, steps + 1):
             last = step_logits[-1]
             token = sampling.choose(last, generator)
-            record.sampling += frames.sampling_rows(
-                step, len(ids), last, sampling, token, self.model
+            record.sampling += sampling_rows(
+                step, len(ids), last, sampling, token, self.model.tokenizer
             )
-            log_dist = last.float().log_softmax(-1)
-            logprobs.append(log_dist[token])
+            logprobs.append(log_probs(last)[token])
             entropies.append(entropy(last))
             ids.append(token)
-            capture, raw_step, logits, past = self._forward(
+            captured, raw_step, logits, past = self._forward(
                 torch.tensor([[token]]), torch.tensor([[0]]), past
             )
             parts.append(
-                frames.slice_capture(capture, 0, 1, self.model, keys=len(ids), release=True)
+                assemble.slice_capture(captured, 0, 1, self.model, keys=len(ids), release=True)
             )
             for name, t in raw_step.items():
                 raw_parts[name].append(t[0])
             step_logits.append(logits[0, -1])
-            held, mha = kv_cache_bytes(self.model.cfg, len(ids))
-            record.kv_cache.append(
-                {
-                    "step": step,
-                    "positions": len(ids),
-                    "bytes": held,
-                    "mha_bytes": mha,
-                    "measured_bytes": measured_cache_bytes(past),
-                }  # fmt: skip
-            )
+            held, mha = kv_cache_bytes(facts, len(ids))
+            record.kv_cache.append({
+                "step": step, "positions": len(ids), "bytes": held, "mha_bytes": mha,
+                "measured_bytes": measured_cache_bytes(past),
+            })  # fmt: skip
         record.ids = torch.tensor(ids)
         record.logprob, record.entropy = torch.stack(logprobs), torch.stack(entropies)
         record.query_positions = list(range(n0 - 1, len(ids)))
         record.query_logits = torch.stack(step_logits)
-        record.tensors = frames.concat_steps(parts, len(ids))
+        record.tensors = assemble.concat_steps(parts, len(ids))
         record.tensors.update({name: _join_steps(name, ts) for name, ts in raw_parts.items()})
         return record
 
@@ -353,9 +289,9 @@ def _join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
 def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p of each token given its prefix, and the entropy of the predicting distribution."""
     chosen, ent = [], []
-    # In row chunks: a [T, vocab] log_softmax and its exp would triple the logits' memory.
+    # In row chunks: a [pos vocab] log_softmax and its exp would triple the logits' memory.
     for start in range(0, len(ids) - 1, 256):
-        logp = logits[start : start + 256].float().log_softmax(-1)[: len(ids) - 1 - start]
+        logp = log_probs(logits[start : start + 256])[: len(ids) - 1 - start]
         chosen.append(logp.gather(-1, ids[start + 1 : start + 257, None])[:, 0])
         ent.append(-(logp.exp() * logp).sum(-1))
     nan = torch.tensor([float("nan")])

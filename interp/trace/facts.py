@@ -1,0 +1,63 @@
+"""`ModelFacts`: the shape of a model, read once per trace and stored in its meta.
+
+Names follow TransformerLens's config (n_layers, n_heads, n_key_value_heads, d_head, ...);
+the MoE facts come from the Hugging Face router modules (interp.trace.routers), which
+TransformerLens does not describe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from interp.trace.routers import routers
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    n_layers: int
+    n_heads: int
+    n_key_value_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    moe_layers: list[int] = field(default_factory=list)
+    n_experts: int = 0
+    top_k: int = 0
+    router: str | None = None  # the routing family (interp.trace.routers), e.g. "softmax_topk"
+    renormalise_top_k: bool = False  # the chosen experts' weights are rescaled to sum to 1
+    n_shared: int = 0  # shared experts per MoE layer, always on
+
+    @property
+    def group_size(self) -> int:
+        """Query heads sharing one key/value head (GQA); 1 for multi-head attention."""
+        return self.n_heads // self.n_key_value_heads
+
+    def kv_head(self, head):
+        """The key/value head a query head (int or array) reads."""
+        return head // self.group_size
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelFacts:
+        return cls(**values)
+
+    @classmethod
+    def of(cls, model) -> ModelFacts:
+        cfg = model.cfg
+        routed = routers(model)
+        facts = {
+            "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+            "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+            "d_model": cfg.d_model, "d_head": cfg.d_head, "d_vocab": cfg.d_vocab,
+            "n_ctx": cfg.n_ctx, "moe_layers": list(routed),
+        }  # fmt: skip
+        if routed:
+            first = next(iter(routed.values()))
+            facts.update(
+                n_experts=first.n_experts, top_k=first.top_k, router=first.family,
+                renormalise_top_k=first.renormalise, n_shared=first.n_shared,
+            )  # fmt: skip
+        return cls(**facts)

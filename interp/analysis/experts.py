@@ -221,6 +221,36 @@ def domain_load(routing: pd.DataFrame, domains: Mapping) -> pd.DataFrame:
     return out
 
 
+def per_expert(
+    routing: pd.DataFrame, domains: Mapping, n_experts: int | None = None
+) -> pd.DataFrame:
+    """Per layer, expert and domain (each prompt's label in `domains`, and "all"): shared
+    (always on), count (tokens that used the expert), load (share of the domain's routed
+    assignments; NaN for a shared expert, which is outside the load) and weight (mean weight
+    the expert's output was mixed with when used). `n_experts`: list never-chosen routed
+    experts too (count 0)."""
+    sel = routing[routing["selected"] & routing["prompt"].isin(domains.keys())]
+    sel = sel.assign(domain=sel["prompt"].map(domains))
+    if "shared" not in sel:
+        sel = sel.assign(shared=False)
+    sel = pd.concat([sel, sel.assign(domain="all")], ignore_index=True)
+    keys = ["layer", "expert", "shared", "domain"]
+    out = sel.groupby(keys).agg(count=("weight", "size"), weight=("weight", "mean"))
+    if n_experts is not None:
+        layers, names = sel["layer"].unique(), sel["domain"].unique()
+        full = pd.MultiIndex.from_product(
+            [layers, range(n_experts), [False], names], names=keys
+        ).union(out.index)
+        out = out.reindex(full).fillna({"count": 0})
+    out = out.reset_index()
+    routed = ~out["shared"]
+    total = out[routed].groupby(["layer", "domain"])["count"].transform("sum")
+    out["load"] = np.nan
+    out.loc[routed, "load"] = out.loc[routed, "count"] / total
+    out["count"] = out["count"].astype(int)
+    return out[["layer", "expert", "shared", "domain", "count", "load", "weight"]]
+
+
 def domain_divergence(routing: pd.DataFrame, domains: Mapping) -> pd.DataFrame:
     """Per layer and pair of domains: JS divergence (bits) between their expert loads."""
     loads = domain_load(routing, domains)

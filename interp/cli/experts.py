@@ -27,6 +27,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="a label per prompt (default: each prompt its own domain)",
     )  # fmt: skip
     parser.add_argument("--top", type=int, default=3, help="experts listed per domain (default 3)")
+    parser.add_argument(
+        "--per", choices=["layer", "expert"], default="layer",
+        help="expert: one row per layer, expert and domain (shared, count, load, mean weight)",
+    )  # fmt: skip
     add_format_option(parser)
     return parser
 
@@ -38,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     check(args.prompts, args.domain, args.top)
     model = interp.load(args.model)
     result = measure(model, args.prompts, args.domain, args.top)
+    if args.per == "expert":
+        print_frame(result["experts"], args.format)
+        return 0
     if args.format == "csv":
         print_frame(result["layers"], "csv")
         return 0

@@ -23,7 +23,8 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
     """{"layers": per-layer utilisation, locality and transition information; "overall": one
     row; "domains": per layer and domain, its `top` experts by load; "divergence": JS (bits)
     between every pair of domains per layer; "labels": the domain of each prompt; "tokens":
-    routed tokens per domain}."""
+    routed tokens per domain; "experts": per layer, expert and domain, count, load and mean
+    weight, shared experts flagged}."""
     check(prompts, domains, top)
     trace = run_trace(model, prompts, capture=("routing",))
     if not trace.facts.moe_layers:
@@ -47,5 +48,6 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
         "divergence": divergence,
         "labels": labels,
         "tokens": routing.drop_duplicates(["prompt", "pos"]).prompt.map(by_prompt).value_counts(),
+        "experts": ex.per_expert(routing, by_prompt, trace.facts.n_experts),
         "facts": trace.facts,
     }

@@ -12,7 +12,8 @@ batch's tokens. The gradient never sees b.
 
 Shape: 3 layers (the first dense, as DeepSeek-V3's first layers are), d_model 64, multi-head
 latent attention (kv_lora_rank 32), expert d_mlp 16, a 2048-token byte-level BPE vocabulary
-(pad id 1, BOS/EOS id 0), context 256. Trained on `interp.corpus` with next-token loss.
+(pad id 1, BOS/EOS id 0), context 256, trained on 64-token windows of `interp.corpus` with
+next-token loss.
 
 For speed only, training runs every expert on every token and keeps the chosen ones (the
 `dense` experts implementation below): the same function as transformers' loop over experts,
@@ -34,9 +35,11 @@ from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
 from interp.scripts import run_script
 
-GAMMA = 1e-3  # bias update speed (DeepSeek-V3 uses 0.001 for most of its training)
-FULL = dict(steps=450, batch=8, seq_len=128, eval_every=50, eval_windows=16,
-            final_windows=64, tok_chars=800_000)  # fmt: skip
+# Bias update speed. DeepSeek-V3 uses 0.001 over trillions of tokens; a few hundred steps need a
+# faster one to reach balance while the router is still learning.
+GAMMA = 5e-3
+FULL = dict(steps=400, batch=8, seq_len=64, eval_every=50, eval_windows=16,
+            final_windows=64, tok_chars=300_000)  # fmt: skip
 QUICK = dict(steps=6, batch=2, seq_len=64, eval_every=3, eval_windows=2, final_windows=4,
              tok_chars=50_000)  # fmt: skip
 
@@ -97,7 +100,7 @@ def update_bias(m: DeepseekV3ForCausalLM) -> None:
 
 RECIPE = Recipe(
     name="tiny-deepseek", model=model, step_loss=step_loss, full=FULL, quick=QUICK, lr=3e-3,
-    after_step=update_bias, log_extra={"bias_gamma": GAMMA, "aux_loss": None},
+    warmup=30, after_step=update_bias, log_extra={"bias_gamma": GAMMA, "aux_loss": None},
 )  # fmt: skip
 
 

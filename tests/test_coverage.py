@@ -21,9 +21,10 @@ SEVEN = 4  # position of "7": The, password, is, " ", 7, 3, 9, 1, ...
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers())
-    return parser.parse_args(["coverage", *argv])
+    """The `interp coverage` arguments, checked as the command checks them (a mistake raises)."""
+    from interp.cli import build_parser
+
+    return build_parser(["coverage"]).parse_args(["coverage", *argv])
 
 
 # Hand-built trace: 2 layers x 2 query heads sharing 1 kv head; prompt of 5 tokens (a BOS at

@@ -42,7 +42,8 @@ def test_measure_equals_the_analysis_of_the_trace(tiny_moe):
 
 
 def test_table_csv_and_json(tiny_moe, capsys):
-    n_code, n_prose = (len(tiny_moe.tokenizer(t)["input_ids"]) for t in (CODE, PROSE))
+    count = [tiny_moe.tokenizer(t, add_special_tokens=False)["input_ids"] for t in (CODE, PROSE)]
+    n_code, n_prose = map(len, count)
     assert cli.main(["experts", CODE, PROSE, "--domain", "code", "prose"]) == 0
     out = capsys.readouterr().out
     assert "16 experts per layer, top-2" in out and "Jensen-Shannon" in out

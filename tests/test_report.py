@@ -24,7 +24,7 @@ GENERATE = 3
 SECTIONS = {
     "model": "The model",
     "text": "The text",
-    "pilgrimage": "The token's pilgrimage",
+    "journey": "The token's journey",
     "residual": "The residual stream",
     "attention": "Attention",
     "coverage": "Prompt-key coverage",
@@ -87,7 +87,7 @@ def test_report_is_self_contained_with_every_section(smollm_report):
     assert_self_contained(html)
     assert_sections(html)
     assert html.count("data:image/svg+xml;base64,") >= 8
-    # The analyses a live trace feeds in: induction, deltas, logit lens, pilgrimage.
+    # The analyses a live trace feeds in: induction, deltas, logit lens, journey.
     assert "Induction heads (score and ablation evidence both)" in html
     assert "writes per layer, medians without the sink" in html
     assert 'alt="logit lens of P1"' in html and "decision depth by position" in html

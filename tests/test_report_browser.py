@@ -20,7 +20,7 @@ import interp
 from interp.report import build_report
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
-SECTION_IDS = {"model", "text", "pilgrimage", "residual", "attention", "coverage", "experts",
+SECTION_IDS = {"model", "text", "journey", "residual", "attention", "coverage", "experts",
                "shapes", "summary"}  # fmt: skip
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [

@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.errors import InterpError
+from interp.vocab import long_frame
+
 TOKEN = ["prompt", "pos"]
 
 
@@ -131,18 +134,10 @@ def coactivation(routing: pd.DataFrame) -> pd.DataFrame:
         rate = m.T @ m / len(m)
         sel = np.diag(rate)
         ids = table.columns.to_numpy()  # a sparse frame lists only experts that were chosen
-        e, o = np.meshgrid(ids, ids, indexing="ij")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": layer,
-                    "expert": e.ravel(),
-                    "partner": o.ravel(),
-                    "rate": rate.ravel(),
-                    "expected": np.outer(sel, sel).ravel(),
-                }
-            )
-        )
+        pairs = long_frame(rate, "expert partner", "rate")
+        pairs["expert"], pairs["partner"] = ids[pairs["expert"]], ids[pairs["partner"]]
+        pairs.insert(0, "layer", layer)
+        frames.append(pairs.assign(expected=np.outer(sel, sel).ravel()))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -301,7 +296,7 @@ def expert_hooks(
     `expert`; force: `expert` plus the best k-1 others. Untargeted tokens are left alone.
     """
     if mode not in ("force", "forbid"):
-        raise ValueError(f"mode must be 'force' or 'forbid', not {mode!r}")
+        raise InterpError(f"mode must be 'force' or 'forbid', not {mode!r}")
     state: dict[str, torch.Tensor | int] = {}
 
     def remember_length(x: torch.Tensor, hook: object) -> None:

@@ -6,8 +6,9 @@ import pandas as pd
 
 from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
-from interp.report.parts import Pane, Section, Table, image, table, token_cell
+from interp.report.parts import Pane, Section, Table, image, table
 from interp.runs.induction import MIN_DELTA, THRESHOLD
+from interp.text import show_token
 
 TOP = 8  # heads listed per prompt
 
@@ -35,7 +36,7 @@ def _reads(inputs: ReportInputs) -> pd.DataFrame:
     best = rows.loc[rows.groupby(["prompt", "layer", "head"])["weight"].idxmax()]
     best = best.merge(tokens[["prompt", "pos", "token"]], left_on=["prompt", "key"],
                       right_on=["prompt", "pos"])  # fmt: skip
-    best["reads"] = [f"{token_cell(t)} (pos {k}, {w:.2f})"
+    best["reads"] = [f"{show_token(t)} (pos {k}, {w:.2f})"
                      for t, k, w in zip(best["token"], best["key"], best["weight"])]  # fmt: skip
     return best[["prompt", "layer", "head", "reads"]]
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from interp.errors import InterpError
 from interp.files import write_atomic
-from interp.report.derived import ANALYSES, derive
+from interp.report.derived import ANALYSES, derive, save_derived
 from interp.report.inputs import ReportInputs
 from interp.report.parts import RC, Section
 from interp.report.sections import SECTIONS, summary_section
@@ -34,10 +34,16 @@ def build_report(
     model=None,
     title: str | None = None,
     progress: bool = True,
+    save: str | Path | None = None,
 ) -> Path:
     """Write the report of `traces` (live or `Trace.load`ed; several prompts each, compared
     side by side) to `path` and return it. `model` lets analyses that run the model again
-    (the induction probe) run; without it they show a note."""
+    (the induction probe, the coverage causal check) run; without it they show a note.
+
+    `save`: a directory to keep each live trace in (frames, meta and the analysis frames this
+    report derived; `save/<i>` for the i-th of several traces), so that
+    `build_report(Trace.load(save), ...)` rebuilds the same report without the model.
+    """
     traces = [traces] if isinstance(traces, Trace) else list(traces)
     if not traces:
         raise InterpError("no traces to report")
@@ -58,6 +64,9 @@ def build_report(
 
     with bar:
         derived = [derive(t, model, i == 0, step) for i, t in enumerate(traces)]
+        if save is not None:
+            for i, (trace, frames) in enumerate(zip(traces, derived)):
+                save_derived(trace, frames, Path(save) if len(traces) == 1 else Path(save) / str(i))
         inputs = ReportInputs(traces, derived)
         sections = []
         for build in SECTIONS:

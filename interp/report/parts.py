@@ -113,17 +113,5 @@ def _is_numeric(column: pd.Series) -> bool:
     )
 
 
-def show_token(text: str) -> str:
-    """A token in running text: newlines get a visible mark (and still break the line)."""
-    return text.replace("\n", "\u21b5\n") or "\u2205"
-
-
-def token_cell(text: str) -> str:
-    """A token in a table cell, where whitespace would be invisible: spaces of a blank token
-    become \u2423, newlines \u21b5, tabs \u21e5. The template still escapes the result."""
-    text = text.replace("\n", "\u21b5").replace("\t", "\u21e5")
-    return (text.replace(" ", "\u2423") if not text.strip() else text) or "\u2205"
-
-
 def prompt_labels(n: int) -> list[str]:
     return [f"P{i + 1}" for i in range(n)]

@@ -1,4 +1,4 @@
-"""Sections about the residual stream: the token's pilgrimage and the stream layer by layer."""
+"""Sections about the residual stream: the token's journey and the stream layer by layer."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from interp.analysis.lens import decision_depth
 from interp.plots import compare as figures
 from interp.plots.residual import lens_heatmap
 from interp.report.inputs import ReportInputs
-from interp.report.parts import Pane, Section, image, table, token_cell
+from interp.report.parts import Pane, Section, image, table
+from interp.text import show_token
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
 
 
-def pilgrimage_section(inputs: ReportInputs) -> Section:
+def journey_section(inputs: ReportInputs) -> Section:
     section = Section(
-        "pilgrimage",
-        "The token's pilgrimage",
+        "journey",
+        "The token's journey",
         "One position (the last of the prompt) followed through every layer: the size of its "
         "residual stream after the layer, the size of the attention and MLP writes, the prompt "
         "tokens its heads draw from most (token@position weight, averaged over heads), the "
@@ -25,9 +26,9 @@ def pilgrimage_section(inputs: ReportInputs) -> Section:
         "logit lens's top 3). At the boundary, the next-token candidates and the token chosen.",
         stacked=True,
     )
-    frame = inputs.derived("pilgrimage")
+    frame = inputs.derived("journey")
     if frame is None:
-        section.notes.append(f"Not available for this report: {inputs.reason('pilgrimage')}.")
+        section.notes.append(f"Not available for this report: {inputs.reason('journey')}.")
         return section
     layers = frame[frame["stage"] == "layer"]
     per_prompt = [layers[layers["prompt"] == p] for p in range(len(inputs.prompts))]
@@ -42,13 +43,13 @@ def pilgrimage_section(inputs: ReportInputs) -> Section:
         own = frame[frame["prompt"] == p]
         first, boundary = own.iloc[0], own[own["stage"] == "boundary"].iloc[0]
         notes = [
-            f"Follows '{token_cell(first['token'])}' at position {first['pos']}.",
+            f"Follows '{show_token(first['token'])}' at position {first['pos']}.",
             f"Next-token candidates: {boundary['lens']}.",
             f"Chosen: {boundary['chosen'] or '(the trace ends here)'}.",
         ]
         rows = own[own["stage"] == "layer"][list(columns)].rename(columns=columns)
         section.panes.append(Pane(prompt.label, notes=notes, tables=[table(rows, "by layer")]))
-        followed.append(f"{token_cell(first['token'])} @{first['pos']}")
+        followed.append(f"{show_token(first['token'])} @{first['pos']}")
         chosen.append(boundary["chosen"] or "-")
     section.measures = {"followed token @position": followed, "token chosen after it": chosen}
     return section
@@ -141,7 +142,7 @@ def _lens(inputs: ReportInputs, section: Section) -> None:
         return
     tokens = inputs.frame("tokens")
     for p, label in enumerate(inputs.labels):
-        texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(token_cell))
+        texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(show_token))
         fig = lens_heatmap(lens[lens["prompt"] == p], texts)
         fig.axes[0].set_title(f"logit lens, {label}")
         section.images.append(image(fig, f"logit lens of {label}"))
@@ -149,12 +150,12 @@ def _lens(inputs: ReportInputs, section: Section) -> None:
     last = []
     for p in range(len(inputs.prompts)):
         own = depth[depth["prompt"] == p].sort_values("pos")
-        shown = own.assign(token=own["token"].map(token_cell), final=own["final"].map(token_cell))
+        shown = own.assign(token=own["token"].map(show_token), final=own["final"].map(show_token))
         shown = shown[["pos", "token", "final", "depth"]].rename(columns={"final": "predicts"})
         section.panes[p].tables.append(table(shown, "decision depth by position", collapsed=True))
         prompt_end = tokens[(tokens["prompt"] == p) & ~tokens["generated"]]["pos"].max()
         last.append(own[own["pos"] == prompt_end].iloc[0])
-    section.measures["prediction after the prompt"] = [token_cell(r["final"]) for r in last]
+    section.measures["prediction after the prompt"] = [show_token(r["final"]) for r in last]
     section.measures["its decision depth (layer)"] = [int(r["depth"]) for r in last]
     section.measures["mean decision depth over positions"] = list(
         depth.groupby("prompt")["depth"].mean()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from interp.models.devices import model_dtype
 from interp.trace.routers import routers
 
 
@@ -27,6 +30,11 @@ class ModelFacts:
     router: str | None = None  # the routing family (interp.trace.routers), e.g. "softmax_topk"
     renormalise_top_k: bool = False  # the chosen experts' weights are rescaled to sum to 1
     n_shared: int = 0  # shared experts per MoE layer, always on
+    dtype: str = "float32"  # what the model computes and caches in ("bfloat16", ...)
+
+    @property
+    def dtype_bytes(self) -> int:
+        return torch.finfo(getattr(torch, self.dtype)).bits // 8
 
     @property
     def group_size(self) -> int:
@@ -53,6 +61,7 @@ class ModelFacts:
             "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
             "d_model": cfg.d_model, "d_head": cfg.d_head, "d_vocab": cfg.d_vocab,
             "n_ctx": cfg.n_ctx, "moe_layers": list(routed),
+            "dtype": str(model_dtype(model)).removeprefix("torch."),
         }  # fmt: skip
         if routed:
             first = next(iter(routed.values()))

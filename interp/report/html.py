@@ -1,8 +1,8 @@
 """`build_report`: traces -> one self-contained HTML file, written atomically.
 
-The page needs nothing outside itself (CSS inline, figures as data URIs, no script), so it
-opens offline and can be mailed. The temporary file sits next to the target and is renamed
-over it only once complete: a failure leaves no half-written report behind.
+The page needs nothing outside itself (CSS inline, figures as data URIs, the views' code and
+data inline), so it opens offline and can be mailed. The temporary file sits next to the target
+and is renamed over it only once complete: a failure leaves no half-written report behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from interp.report.derived import ANALYSES, derive, save_derived
 from interp.report.inputs import ReportInputs
 from interp.report.parts import RC, Section
 from interp.report.sections import SECTIONS, summary_section
+from interp.report.views import page as views_page
 from interp.trace import Trace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -105,6 +106,8 @@ def render(inputs: ReportInputs, sections: list[Section], title: str | None = No
         prompts=inputs.prompts,
         sections=sections,
         version=_version(),
+        # The views' code and style, once, where a section holds a view.
+        view_assets=views_page.assets() if any(s.views for s in sections) else "",
     )
 
 

@@ -67,6 +67,7 @@ class Section:
     stacked: bool = False  # panes one under the other (wide tables), not side by side
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    views: list = field(default_factory=list)  # interactive views (report.views.page.fragment)
     # measure name -> one value per prompt; the summary section collects these.
     measures: dict[str, list] = field(default_factory=dict)
 

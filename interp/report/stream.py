@@ -10,6 +10,7 @@ from interp.plots import compare as figures
 from interp.plots.residual import lens_heatmap
 from interp.report.inputs import ReportInputs
 from interp.report.parts import Pane, Section, image, table
+from interp.report.views.embed import add_view
 from interp.text import show_token
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
@@ -23,7 +24,8 @@ def journey_section(inputs: ReportInputs) -> Section:
         "residual stream after the layer, the size of the attention and MLP writes, the prompt "
         "tokens its heads draw from most (token@position weight, averaged over heads), the "
         "experts it visited (MoE), and what the stream would predict if read out there (the "
-        "logit lens's top 3). At the boundary, the next-token candidates and the token chosen.",
+        "logit lens's top 3). At the boundary, the next-token candidates and the token chosen. "
+        "In the view, click an underlined (generated) token to follow that position instead.",
         stacked=True,
     )
     frame = inputs.derived("journey")
@@ -32,7 +34,9 @@ def journey_section(inputs: ReportInputs) -> Section:
         return section
     layers = frame[frame["stage"] == "layer"]
     per_prompt = [layers[layers["prompt"] == p] for p in range(len(inputs.prompts))]
-    section.images.append(image(figures.lens_guesses(per_prompt, inputs.labels), "lens guesses"))
+    if not add_view(section, inputs, "journey"):
+        figure = figures.lens_guesses(per_prompt, inputs.labels)
+        section.images.append(image(figure, "lens guesses"))
     columns = {"layer": "layer", "resid_norm": "|x|", "attn_write": "|attn|",
                "mlp_write": "|MLP|", "sources": "draws from", "experts": "experts",
                "lens": "lens top 3"}  # fmt: skip
@@ -73,9 +77,10 @@ def residual_section(inputs: ReportInputs) -> Section:
         "whose norm is an outlier. Per prompt: each write's size relative to the stream it "
         "lands in, cos(x_l, x_l+1) (1: the layer did not turn the stream) and the growth "
         "|x_l+1| / |x_l|. The logit lens reads the stream after each layer through the final "
-        "norm and unembedding, as if that layer were the last: the heatmap shows the "
-        "probability it gives to the model's final prediction at each position, and the "
-        "decision depth is the first layer from which its top guess is the final one and "
+        "norm and unembedding, as if that layer were the last: the grid shades each layer and "
+        "position by the lens's top-1 probability (hover a cell for its top 5; a report "
+        "rebuilt from a saved trace shows the probability of the final prediction instead), "
+        "and the decision depth is the first layer from which its top guess is the final one and "
         "stays so.",
         panes=[Pane(label) for label in inputs.labels],
     )
@@ -141,11 +146,12 @@ def _lens(inputs: ReportInputs, section: Section) -> None:
         section.notes.append(f"Logit lens: not available: {inputs.reason('lens')}.")
         return
     tokens = inputs.frame("tokens")
-    for p, label in enumerate(inputs.labels):
-        texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(show_token))
-        fig = lens_heatmap(lens[lens["prompt"] == p], texts)
-        fig.axes[0].set_title(f"logit lens, {label}")
-        section.images.append(image(fig, f"logit lens of {label}"))
+    if not add_view(section, inputs, "lens"):  # the heatmap, where the view cannot be built
+        for p, label in enumerate(inputs.labels):
+            texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(show_token))
+            fig = lens_heatmap(lens[lens["prompt"] == p], texts)
+            fig.axes[0].set_title(f"logit lens, {label}")
+            section.images.append(image(fig, f"logit lens of {label}"))
     depth = decision_depth(lens).merge(tokens[["prompt", "pos", "token"]], on=["prompt", "pos"])
     last = []
     for p in range(len(inputs.prompts)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,15 @@ class Trace:
             raise InterpError(f"cannot write the trace to {directory}: {exc.strerror}") from None
         return directory
 
+    # -- interactive views: interp.report.views draws them; only this call lives here --
+    def show(self, kind: str = "attention", prompt: int | Sequence[int] = 0, **options):
+        """An offline interactive view (attention, lens, routing, journey) of one prompt, or
+        of several side by side; a notebook draws it, `.save(path)` writes it as a page."""
+        from interp.report.views import show
+
+        return show(self, kind, prompt, **options)
+
+    # -- end of views --
     @classmethod
     def load(cls, directory: str | Path) -> Trace:
         directory = Path(directory)

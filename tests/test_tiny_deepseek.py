@@ -144,3 +144,17 @@ def test_router_families_quick(tmp_path, capsys, monkeypatch):
     assert soft.shared == 0 and soft.shared_share != soft.shared_share  # NaN: none
     assert (table.max_vio_chance > 0).all() and (table.max_vio >= 0).all()
     assert "bias instead of an auxiliary loss balances at least as well" in printed
+
+
+def test_routing_view_keeps_scaled_weights(model):
+    from interp.report.views.data import routing
+    from interp.report.views.encode import unpack
+
+    trace = interp.trace(model, "def f(x):\n    return x", capture=("routing",))
+    data = routing(trace, 0)
+    experts, weights = unpack(data["experts"]), unpack(data["weights"]) / data["levels"]
+    want = trace.tensor("router_weights")  # [moe_layer pos k], summing to 2.5 per token
+    assert (experts == trace.tensor("router_experts").reshape(-1).numpy()).all()
+    step = 1 / data["levels"]
+    assert abs(weights - want.reshape(-1).numpy()).max() <= step / 2 + 1e-6
+    assert want.sum(-1).allclose(torch.tensor(2.5))

@@ -119,7 +119,7 @@ def main() -> None:
     del smollm
     olmoe = olmoe_shaped(device, args.quick)
     params = sum(p.numel() for p in olmoe.original_model.parameters()) / 1e9
-    bench(f"olmoe-shaped {params:.1f}B", olmoe, device, lengths, steps, repeats)
+    bench(f"olmoe-shaped {params:.2f}B", olmoe, device, lengths, steps, repeats)
 
 
 if __name__ == "__main__":

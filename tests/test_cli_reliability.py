@@ -33,7 +33,7 @@ def one_error_line(err: str) -> str:
 def no_model(monkeypatch):
     """Fails the test if a model is loaded: the mistake must be found before."""
 
-    def refuse(name):
+    def refuse(name, **options):
         raise AssertionError(f"loaded {name} before checking the arguments")
 
     monkeypatch.setattr(interp, "load", refuse)

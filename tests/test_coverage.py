@@ -280,7 +280,7 @@ def test_streaming_equals_full_patterns_on_a_medium_prompt(smollm):
 def test_cli_prints_numbers_and_tokens(smollm, monkeypatch, capsys):
     import interp
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
     assert cli.run(parse(PASSWORD)) == 0
     out = capsys.readouterr().out
     assert "effective_coverage" in out and "causal check" in out and "sink" in out

@@ -75,9 +75,9 @@ def cached_load():
     """interp.load, remembered per name: the fuzz is about arguments, not loading speed."""
     real, models = interp.load, {}
 
-    def load(name="smollm2-135m"):
+    def load(name="smollm2-135m", **options):
         if name not in models:
-            models[name] = real(name)
+            models[name] = real(name, **options)
         return models[name]
 
     return load

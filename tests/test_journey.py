@@ -61,7 +61,7 @@ def test_earlier_position_uses_the_prompt_as_the_next_token(france):
 def test_cli_prints_the_journey(smollm, monkeypatch, capsys):
     import interp
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
     assert cli.run(parse(FRANCE)) == 0
     out = capsys.readouterr().out
     assert "token 'is' at position 4" in out and "chosen: Paris" in out

@@ -198,7 +198,7 @@ def test_saved_trace_rebuilds_the_report(smollm, tmp_path):
 def test_cli_writes_the_report(smollm, tmp_path, monkeypatch, capsys):
     from interp.cli import main
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
     monkeypatch.setattr("interp.cli.COMMANDS", ["report"])
     out = tmp_path / "cli.html"
     argv = ["report", "Hi there", "Bye", "--generate", "1", "--seed", "3", "-o", str(out)]

@@ -128,10 +128,11 @@ def test_command_is_recorded_only_by_the_cli(moe, tmp_path, monkeypatch):
     from interp.cli import main
 
     assert interp.trace(moe, _ids(4)).meta["command"] is None
-    monkeypatch.setattr(interp, "load", lambda name: moe)
+    monkeypatch.setattr(interp, "load", lambda name, **options: moe)
     out = tmp_path / "r.html"
     assert main(["report", "Hi", "--model", "tiny-moe", "-o", str(out), "--no-progress"]) == 0
-    assert "interp report Hi --model tiny-moe --generate 0" in out.read_text()
+    command = "interp report Hi --model tiny-moe --device auto --dtype auto --generate 0"
+    assert command in out.read_text()
 
 
 def test_import_keeps_the_matplotlib_backend():

@@ -73,9 +73,11 @@ def specialisation(routing: pd.DataFrame, labels: dict[int, str]) -> pd.DataFram
     return across
 
 
-def routed(trace) -> pd.DataFrame:
-    """The routing frame without position 0 (the BOS: see the module doc)."""
-    return trace.routing[trace.routing.pos > 0]
+def routed(trace, frame: str = "routing") -> pd.DataFrame:
+    """A routing frame (sparse, or "routing_dense") without position 0 (the BOS: see the
+    module doc)."""
+    routing = trace.frame(frame)
+    return routing[routing.pos > 0]
 
 
 def per_token(routing: pd.DataFrame, layer: int, column: str) -> np.ndarray:
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         for d in DOMAINS
     )
     few = torch.cat([w[:INTERVENE_WINDOWS] for w in windows.values()])
-    few_routing = routed(interp.trace(model, few, capture=("routing",)))
+    few_routing = routed(interp.trace(model, few, capture=("routing_dense",)), "routing_dense")
     base = model(few)
     forbid = forbid_top_expert(model, few, base, few_routing)
     force = force_each_expert(model, few, base, few_routing)

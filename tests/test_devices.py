@@ -107,7 +107,7 @@ def test_bf16_trace_is_float32_on_the_cpu(name):
 
 
 def _routing(model, windows):
-    """Per window: the routing frame, and the experts the model itself picked per layer."""
+    """Per window: the dense routing frame, and the experts the model itself picked per layer."""
     out = []
     for ids in windows:
         picked: dict[int, torch.Tensor] = {}
@@ -116,8 +116,8 @@ def _routing(model, windows):
             return lambda t, hook: picked.__setitem__(layer, t.sort(-1).values.cpu())
 
         hooks = [(f"blocks.{i}.mlp.hook_expert_indices", keep(i)) for i in range(4)]
-        trace = interp.trace(model, ids, capture=("routing",), fwd_hooks=hooks)
-        out.append((trace.routing, picked))
+        trace = interp.trace(model, ids, capture=("routing_dense",), fwd_hooks=hooks)
+        out.append((trace.routing_dense, picked))
     return out
 
 

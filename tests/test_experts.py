@@ -228,3 +228,48 @@ def test_plots_return_figures(frame):
     ]
     for fig in figs:
         assert isinstance(fig, Figure)
+
+
+def sparse_frame() -> pd.DataFrame:
+    """Two prompts of 3 tokens, one layer, k=2 of N=4 experts, one shared expert (id 4)."""
+    picks = {0: [(0, 1), (0, 2), (1, 0)], 1: [(3, 0), (3, 1), (3, 2)]}
+    rows = []
+    for prompt, tokens in picks.items():
+        for pos, chosen in enumerate(tokens):
+            for rank, e in enumerate(chosen):
+                rows.append(dict(prompt=prompt, pos=pos, token="x", layer=0, expert=e,
+                                 shared=False, selected=True, rank=rank,
+                                 weight=0.1 * (e + 1), entropy=1.0))  # fmt: skip
+            rows.append(dict(prompt=prompt, pos=pos, token="x", layer=0, expert=4, shared=True,
+                             selected=True, rank=2, weight=0.5, entropy=1.0))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_sparse_frame_leaves_shared_experts_out_of_the_load():
+    frame = sparse_frame()
+    prob = [0.4, 0.3, 0.2, 0.1, 0.1, 0.2, 0.3, 0.4]
+    probs = pd.DataFrame({"prompt": [0] * 4 + [1] * 4, "layer": 0, "expert": list(range(4)) * 2,
+                          "tokens": 3, "prob": prob})  # fmt: skip
+    load = ex.expert_load(frame, probs).set_index("expert")
+    # Routed assignments: expert 0: 4, 1: 3, 2: 2, 3: 3 of 12; the shared expert is absent.
+    assert load["count"].tolist() == [4, 3, 2, 3]
+    assert np.allclose(load["load"], [4 / 12, 3 / 12, 2 / 12, 3 / 12])
+    assert np.allclose(load["prob"], [0.25, 0.25, 0.25, 0.25])
+    bal = ex.balance(frame, probs).iloc[0]
+    assert bal["tokens"] == 6 and bal["dead"] == 0
+    assert bal["balance"] == pytest.approx(4 * 0.25)  # P uniform: N * sum f_i / N = 1
+    assert bal["max_vio"] == pytest.approx(4 * 4 / 12 - 1)
+    assert bal["routing_entropy"] == pytest.approx(1.0)
+
+
+def test_per_expert_table():
+    table = ex.per_expert(sparse_frame(), {0: "code", 1: "prose"}, n_experts=4)
+    rows = table.set_index(["expert", "domain"])
+    assert rows.loc[(0, "code"), "count"] == 3 and rows.loc[(0, "prose"), "count"] == 1
+    assert rows.loc[(0, "code"), "load"] == pytest.approx(3 / 6)
+    assert rows.loc[(3, "prose"), "load"] == pytest.approx(3 / 6)
+    assert rows.loc[(3, "code"), "count"] == 0  # never chosen for code, still listed
+    assert rows.loc[(4, "all"), "shared"] and rows.loc[(4, "all"), "count"] == 6
+    assert np.isnan(rows.loc[(4, "all"), "load"])
+    assert rows.loc[(2, "all"), "weight"] == pytest.approx(0.3)
+    assert np.allclose(table[~table.shared].groupby("domain")["load"].sum(), 1.0)

@@ -154,8 +154,8 @@ def test_sampling_distribution_truncates():
 def test_routing_matches_hand_computed_router(kind, tmp_path_factory):
     model = _tiny(tmp_path_factory, kind)
     ids = torch.stack(_ids(9, 9, seed=7))
-    trace = interp.trace(model, ids, capture=["routing", "blocks.1.mlp.hook_in"])
-    routing = trace.routing.query("prompt == 1 and layer == 1")
+    trace = interp.trace(model, ids, capture=["routing_dense", "blocks.1.mlp.hook_in"])
+    routing = trace.routing_dense.query("prompt == 1 and layer == 1")
     hf = model.original_model
     gate = hf.model.layers[1].mlp.gate
     x = trace.tensor("blocks.1.mlp.hook_in", 1).reshape(-1, hf.config.hidden_size)

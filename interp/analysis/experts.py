@@ -1,10 +1,11 @@
 """Expert utilisation: how a mixture-of-experts model spreads tokens over its experts.
 
-Everything reads the long-form routing frame (`trace.routing`, built by
-`interp.trace.frames.routing_rows`: one row per prompt, pos, layer and expert; every expert
-listed for every token) with columns prompt, pos, token, layer, expert,
-prob (router softmax over all N experts), selected (in the top-k), rank (0 = most likely)
-and weight (what the expert's output was scaled by; 0 when not selected).
+Everything reads a long-form routing frame: the trace's sparse `routing` (one row per prompt,
+pos, layer and chosen expert, plus shared experts flagged `shared`; a token's router
+`entropy`) or a dense one (`routing_dense`, `interp.trace.frames.routing_rows`: every expert
+for every token, with `prob` and `selected`). Shared experts
+are always on and kept out of every load metric. P_i needs every expert's probability:
+from a dense frame, or from the trace's `router_probs` frame passed as `probs`.
 
 Notation used below, per layer: T routed tokens, N experts, k experts per token,
 f_i = share of the T*k top-k assignments that went to expert i (sums to 1),
@@ -26,12 +27,16 @@ from interp.vocab import long_frame
 TOKEN = ["prompt", "pos"]
 
 
-def _shape(routing: pd.DataFrame) -> tuple[int, int]:
-    """(N experts, k per token), read off the frame itself."""
-    n_exp = int(routing["expert"].max()) + 1
-    first = routing[routing["layer"] == routing["layer"].iloc[0]]
-    top_k = int(first["selected"].sum() // len(first.drop_duplicates(TOKEN)))
-    return n_exp, top_k
+def _routed(routing: pd.DataFrame) -> pd.DataFrame:
+    """Rows of routed (not shared) experts."""
+    return routing[~routing["shared"]] if "shared" in routing else routing
+
+
+def _top_k(routing: pd.DataFrame) -> int:
+    """k per token, read off the frame itself."""
+    routed = _routed(routing)
+    first = routed[routed["layer"] == routed["layer"].iloc[0]]
+    return int(first["selected"].sum() // len(first.drop_duplicates(TOKEN)))
 
 
 def _normalised_entropy(p: np.ndarray) -> float:
@@ -40,34 +45,55 @@ def _normalised_entropy(p: np.ndarray) -> float:
     return float(-(nz * np.log(nz)).sum() / np.log(p.size)) if p.size > 1 else 0.0
 
 
-def expert_load(routing: pd.DataFrame) -> pd.DataFrame:
-    """Per layer and expert: count (tokens routed there), load f_i and mean router prob P_i."""
-    grouped = routing.groupby(["layer", "expert"])
-    out = pd.DataFrame({"count": grouped["selected"].sum(), "prob": grouped["prob"].mean()})
+def expert_load(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per layer and routed expert: count (tokens routed there), load f_i and mean router
+    prob P_i. `probs`: the trace's router_probs frame (per prompt, layer, expert: tokens,
+    prob); without it P_i comes from a dense frame, or is NaN for a sparse one."""
+    routed = _routed(routing)
+    count = routed[routed["selected"]].groupby(["layer", "expert"]).size()
+    if probs is not None:
+        mass = probs.assign(mass=probs["prob"] * probs["tokens"]).groupby(["layer", "expert"])
+        prob = mass["mass"].sum() / mass["tokens"].sum()
+    elif "prob" in routed:
+        prob = routed.groupby(["layer", "expert"])["prob"].mean()
+    else:  # sparse, no probs: every expert up to the highest seen, P unknown
+        top = routed.groupby("layer")["expert"].max()
+        index = pd.MultiIndex.from_tuples(
+            [(layer, e) for layer, n in top.items() for e in range(n + 1)], names=count.index.names
+        )
+        prob = pd.Series(np.nan, index=index)
+    out = pd.DataFrame({"prob": prob})
+    out["count"] = count.reindex(out.index, fill_value=0)
     out["load"] = out["count"] / out.groupby("layer")["count"].transform("sum")
     return out.reset_index()[["layer", "expert", "count", "load", "prob"]]
 
 
 def routing_entropy(routing: pd.DataFrame) -> pd.DataFrame:
     """Per token and layer: entropy (nats) of the router distribution over all experts."""
-    plogp = routing["prob"] * np.log(routing["prob"].clip(lower=1e-30))
-    out = routing.assign(entropy=-plogp).groupby([*TOKEN, "token", "layer"], sort=False)
+    keys = [*TOKEN, "token", "layer"]
+    if "entropy" in routing:  # sparse: the trace recorded it per token
+        return routing.drop_duplicates(keys)[[*keys, "entropy"]].reset_index(drop=True)
+    routed = _routed(routing)
+    plogp = routed["prob"] * np.log(routed["prob"].clip(lower=1e-30))
+    out = routed.assign(entropy=-plogp).groupby(keys, sort=False)
     return out["entropy"].sum().reset_index()
 
 
-def balance(routing: pd.DataFrame) -> pd.DataFrame:
+def balance(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per layer: tokens, balance N*sum f_i P_i, normalised utilisation entropy of f,
     max_vio (max load - mean load) / mean load, cv (std/mean of f), dead (experts never
-    selected), routing_entropy (mean per-token router entropy, nats).
+    selected), routing_entropy (mean per-token router entropy, nats). Shared experts are
+    left out. `probs`: see `expert_load`.
 
     Uniform routing gives balance 1, entropy 1, max_vio 0, cv 0.
     """
-    n_exp, top_k = _shape(routing)
-    load = expert_load(routing)
+    top_k = _top_k(routing)
+    load = expert_load(routing, probs)
     ent = routing_entropy(routing).groupby("layer")["entropy"].mean()
     rows = []
     for layer, g in load.groupby("layer"):
         f, p = g["load"].to_numpy(), g["prob"].to_numpy()
+        n_exp = len(g)
         rows.append(
             {
                 "layer": layer,
@@ -83,9 +109,9 @@ def balance(routing: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def balance_overall(routing: pd.DataFrame) -> pd.DataFrame:
+def balance_overall(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row: each per-layer balance metric averaged over layers; dead experts summed."""
-    per_layer = balance(routing).drop(columns=["layer", "tokens"])
+    per_layer = balance(routing, probs).drop(columns=["layer", "tokens"])
     row = per_layer.mean().to_dict()
     row["dead"] = int(per_layer["dead"].sum())
     return pd.DataFrame([row])
@@ -93,7 +119,8 @@ def balance_overall(routing: pd.DataFrame) -> pd.DataFrame:
 
 def _indicator(routing: pd.DataFrame, layer: int) -> pd.DataFrame:
     """Token x expert 0/1 matrix of top-k selections at one layer (rows: prompt, pos)."""
-    rows = routing[routing["layer"] == layer].astype({"selected": float})
+    routed = _routed(routing)
+    rows = routed[routed["layer"] == layer].astype({"selected": float})
     return rows.pivot_table(index=TOKEN, columns="expert", values="selected", aggfunc="max")
 
 
@@ -102,17 +129,21 @@ def coactivation(routing: pd.DataFrame) -> pd.DataFrame:
     expected = the product of their selection rates (independence). Diagonal: selection rate."""
     frames = []
     for layer in sorted(routing["layer"].unique()):
-        m = _indicator(routing, layer).to_numpy()
+        table = _indicator(routing, layer).fillna(0.0)
+        m = table.to_numpy()
         rate = m.T @ m / len(m)
         sel = np.diag(rate)
+        ids = table.columns.to_numpy()  # a sparse frame lists only experts that were chosen
         pairs = long_frame(rate, "expert partner", "rate")
+        pairs["expert"], pairs["partner"] = ids[pairs["expert"]], ids[pairs["partner"]]
         pairs.insert(0, "layer", layer)
         frames.append(pairs.assign(expected=np.outer(sel, sel).ravel()))
     return pd.concat(frames, ignore_index=True)
 
 
 def _selections(routing: pd.DataFrame) -> pd.DataFrame:
-    return routing.loc[routing["selected"], [*TOKEN, "token", "layer", "expert"]]
+    routed = _routed(routing)
+    return routed.loc[routed["selected"], [*TOKEN, "token", "layer", "expert"]]
 
 
 def layer_transitions(routing: pd.DataFrame) -> pd.DataFrame:
@@ -146,7 +177,7 @@ def transition_information(routing: pd.DataFrame) -> pd.DataFrame:
 def temporal_locality(routing: pd.DataFrame) -> pd.DataFrame:
     """Per layer: overlap = mean |S_t & S_t+1| / k of consecutive tokens' top-k sets in a
     prompt, chance = k/N (two independent uniform k-sets), and their ratio."""
-    n_exp, top_k = _shape(routing)
+    n_exp, top_k = int(_routed(routing)["expert"].max()) + 1, _top_k(routing)
     sel = _selections(routing)
     nxt = sel.assign(pos=sel["pos"] - 1)[[*TOKEN, "layer", "expert"]]
     shared = sel.merge(nxt, on=[*TOKEN, "layer", "expert"]).groupby("layer").size()
@@ -176,12 +207,43 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
 def domain_load(routing: pd.DataFrame, domains: Mapping) -> pd.DataFrame:
     """Per layer, domain and expert: load (share of the domain's top-k assignments) and count.
     `domains` maps each prompt to its domain label; prompts not in it are left out."""
-    labelled = routing[routing["prompt"].isin(domains.keys())]
+    routed = _routed(routing)
+    labelled = routed[routed["prompt"].isin(domains.keys())]
     labelled = labelled.assign(domain=labelled["prompt"].map(domains))
     counts = labelled.groupby(["layer", "domain", "expert"])["selected"].sum().rename("count")
     out = counts.reset_index()
     out["load"] = out["count"] / out.groupby(["layer", "domain"])["count"].transform("sum")
     return out
+
+
+def per_expert(
+    routing: pd.DataFrame, domains: Mapping, n_experts: int | None = None
+) -> pd.DataFrame:
+    """Per layer, expert and domain (each prompt's label in `domains`, and "all"): shared
+    (always on), count (tokens that used the expert), load (share of the domain's routed
+    assignments; NaN for a shared expert, which is outside the load) and weight (mean weight
+    the expert's output was mixed with when used). `n_experts`: list never-chosen routed
+    experts too (count 0)."""
+    sel = routing[routing["selected"] & routing["prompt"].isin(domains.keys())]
+    sel = sel.assign(domain=sel["prompt"].map(domains))
+    if "shared" not in sel:
+        sel = sel.assign(shared=False)
+    sel = pd.concat([sel, sel.assign(domain="all")], ignore_index=True)
+    keys = ["layer", "expert", "shared", "domain"]
+    out = sel.groupby(keys).agg(count=("weight", "size"), weight=("weight", "mean"))
+    if n_experts is not None:
+        layers, names = sel["layer"].unique(), sel["domain"].unique()
+        full = pd.MultiIndex.from_product(
+            [layers, range(n_experts), [False], names], names=keys
+        ).union(out.index)
+        out = out.reindex(full).fillna({"count": 0})
+    out = out.reset_index()
+    routed = ~out["shared"]
+    total = out[routed].groupby(["layer", "domain"])["count"].transform("sum")
+    out["load"] = np.nan
+    out.loc[routed, "load"] = out.loc[routed, "count"] / total
+    out["count"] = out["count"].astype(int)
+    return out[["layer", "expert", "shared", "domain", "count", "load", "weight"]]
 
 
 def domain_divergence(routing: pd.DataFrame, domains: Mapping) -> pd.DataFrame:

@@ -41,7 +41,10 @@ def _expert_cells(trace, prompt: int, pos: int) -> dict[int, str]:
         return {}
     chosen = routing[(routing["prompt"] == prompt) & (routing["pos"] == pos) & routing["selected"]]
     return {
-        layer: " ".join(f"E{e}:{w:.2f}" for e, w in zip(g["expert"], g["weight"]))
+        layer: " ".join(
+            f"{'S' if shared else 'E'}{e}:{w:.2f}"
+            for e, w, shared in zip(g["expert"], g["weight"], g["shared"])
+        )
         for layer, g in chosen.sort_values("rank").groupby("layer")
     }
 

@@ -79,9 +79,10 @@ def neuron_lookups(hidden: dict[int, torch.Tensor]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS[1:])
 
 
-def router_lookups(router_logits: torch.Tensor, moe_layers: list[int]) -> pd.DataFrame:
-    """From the trace's router_logits [L_moe, T, E], layer numbers in `moe_layers`."""
-    probs = router_logits.double().softmax(-1)
+def router_lookups(router_dist: torch.Tensor, moe_layers: list[int]) -> pd.DataFrame:
+    """From the trace's router_dist [L_moe, T, E] (each router's scores as a distribution:
+    softmax p, or s / sum(s) for sigmoid routers), layer numbers in `moe_layers`."""
+    probs = router_dist.double()
     ent = _entropy(probs)  # [L_moe, T]
     cells = long_frame(ent, "layer pos", "entropy")
     layers = np.asarray(moe_layers)[cells["layer"]]
@@ -98,8 +99,8 @@ def soft_lookups(trace, prompt: int = 0, hooks: dict[int, str] | None = None) ->
     hidden = {layer: tensors[name] for layer, name in (hooks or {}).items() if name in tensors}
     if hidden:
         parts.append(neuron_lookups(hidden))
-    if "router_logits" in tensors:
-        parts.append(router_lookups(tensors["router_logits"], trace.facts.moe_layers))
+    if "router_dist" in tensors:
+        parts.append(router_lookups(tensors["router_dist"], trace.facts.moe_layers))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS[1:])
     frame.insert(0, "prompt", prompt)
     return frame[COLUMNS].sort_values(["layer", "kind", "unit", "pos"], ignore_index=True)

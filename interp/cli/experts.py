@@ -29,6 +29,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument(
         "--top", type=a.integer(), default=3, help="experts listed per domain (default 3)"
     )
+    parser.add_argument(
+        "--per", choices=["layer", "expert"], default="layer",
+        help="expert: one row per layer, expert and domain (shared, count, load, mean weight)",
+    )  # fmt: skip
     add_format_option(parser)
     return parser
 
@@ -39,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     check(args.prompts, args.domain, args.top)
     model = load_model(args)
     result = measure(model, args.prompts, args.domain, args.top)
+    if args.per == "expert":
+        print_frame(result["experts"], args.format)
+        return 0
     if args.format == "csv":
         print_frame(result["layers"], "csv")
         return 0

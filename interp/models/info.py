@@ -86,7 +86,7 @@ def _config_facts(config: dict) -> dict:
         "layers": first("num_hidden_layers", "n_layers"),
         "heads": heads,
         "kv_heads": first("num_key_value_heads", "n_key_value_heads", default=heads),
-        "experts": first("num_experts", "num_local_experts", default=0),
+        "experts": first("num_experts", "num_local_experts", "n_routed_experts", default=0),
         "top_k": first("num_experts_per_tok", "num_experts_per_token", default=0),
         "d_model": first("hidden_size", "d_model"),
         "vocab": first("vocab_size", "d_vocab"),

@@ -37,6 +37,12 @@ ZOO: dict[str, ZooEntry] = {
         ),
         ZooEntry("tiny-moe", "hf_dir", "small MoE LM trained by experiments/train_tiny_moe.py"),
         ZooEntry(
+            "tiny-deepseek",
+            "hf_dir",
+            "DeepSeek-V3-class MoE (64 experts, top-8, 1 shared, sigmoid router balanced by "
+            "bias) trained by experiments/train_many_experts.py",
+        ),
+        ZooEntry(
             "attn-only-1l",
             "native_dir",
             "1-layer attention-only model (experiments/induction_needs_two_layers.py)",

@@ -16,7 +16,8 @@ def experts_section(inputs: ReportInputs) -> Section:
         "experts",
         "Experts",
         "In a mixture-of-experts layer a router sends each token to k of N expert MLPs and "
-        "mixes their outputs by its weights. Load: the share of the top-k slots each expert "
+        "mixes their outputs by its weights (shared experts, always on, are left out of the "
+        "load). Load: the share of the top-k slots each expert "
         "got (uniform is 1/N). Balance N*sum(f*P) is 1 when routing is uniform; entropy is "
         "the normalised entropy of the load (1: every expert used equally); routing entropy "
         "(nats) is how unsure the router is per token. Jensen-Shannon divergence (bits, 0 to "
@@ -31,15 +32,18 @@ def experts_section(inputs: ReportInputs) -> Section:
     if routing.empty:
         section.notes.append("Routing was not captured in this trace.")
         return section
-    section.images.append(image(expert_plots.load_heatmap(experts.expert_load(routing)),
+    probs = inputs.frame("router_probs")
+    probs = None if probs.empty else probs
+    section.images.append(image(expert_plots.load_heatmap(experts.expert_load(routing, probs)),
                                 "expert load, all prompts together"))  # fmt: skip
     add_view(section, inputs, "routing")
     overall = []
     for p, prompt in enumerate(inputs.prompts):
         own = routing[routing["prompt"] == p]
-        row = experts.balance_overall(own).assign(prompt=prompt.label)
+        own_probs = None if probs is None else probs[probs["prompt"] == p]
+        row = experts.balance_overall(own, own_probs).assign(prompt=prompt.label)
         overall.append(row)
-        per_layer = experts.balance(own).drop(columns=["tokens"])
+        per_layer = experts.balance(own, own_probs).drop(columns=["tokens"])
         section.panes.append(Pane(prompt.label, tables=[table(per_layer, "per layer")]))
     summary = pd.concat(overall, ignore_index=True)
     section.tables.append(table(summary[["prompt", *summary.columns[:-1]]], "averaged over layers"))

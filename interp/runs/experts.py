@@ -23,15 +23,16 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
     """{"layers": per-layer utilisation, locality and transition information; "overall": one
     row; "domains": per layer and domain, its `top` experts by load; "divergence": JS (bits)
     between every pair of domains per layer; "labels": the domain of each prompt; "tokens":
-    routed tokens per domain}."""
+    routed tokens per domain; "experts": per layer, expert and domain, count, load and mean
+    weight, shared experts flagged}."""
     check(prompts, domains, top)
     trace = run_trace(model, prompts, capture=("routing",))
     if not trace.facts.moe_layers:
         raise InterpError(f"{trace.meta['model']} has no MoE layers: nothing routes")
-    routing = trace.routing
+    routing, probs = trace.routing, trace.router_probs
     labels = domains or [f"p{i}" for i in range(len(prompts))]
     by_prompt = dict(enumerate(labels))
-    layers = ex.balance(routing).merge(ex.temporal_locality(routing), on="layer", how="left")
+    layers = ex.balance(routing, probs).merge(ex.temporal_locality(routing), on="layer", how="left")
     info = ex.transition_information(routing)
     if not info.empty:
         layers = layers.merge(info, on="layer", how="left")
@@ -42,10 +43,11 @@ def measure(model, prompts: list[str], domains: list[str] | None = None, top: in
     divergence = ex.domain_divergence(routing, by_prompt) if len(set(labels)) > 1 else None
     return {
         "layers": layers,
-        "overall": ex.balance_overall(routing),
+        "overall": ex.balance_overall(routing, probs),
         "domains": top_experts,
         "divergence": divergence,
         "labels": labels,
         "tokens": routing.drop_duplicates(["prompt", "pos"]).prompt.map(by_prompt).value_counts(),
+        "experts": ex.per_expert(routing, by_prompt, trace.facts.n_experts),
         "facts": trace.facts,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.trace.hooks import Capture
+from interp.trace.hooks import ROUTER_TENSORS, Capture
 
 
 def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict[str, torch.Tensor]:
@@ -38,8 +38,9 @@ def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict
             out["query_rows"] = cut(cap.query_rows, slice(None), slice(None), slice(keys))
         if cap.patterns:
             out["patterns"] = cut(cap.patterns, slice(None), slice(n), slice(keys))
-    if cap.router_logits:
-        out["router_logits"] = cut(cap.router_logits, slice(n))
+    for name in ROUTER_TENSORS:
+        if getattr(cap, name):
+            out[name] = cut(getattr(cap, name), slice(n))
     return out
 
 
@@ -51,8 +52,9 @@ def concat_steps(parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, 
     """Join the prompt's capture with one capture per generated token (KV-cache steps)."""
     out: dict[str, torch.Tensor] = {}
     first = parts[0]
-    by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "z": 1, "router_logits": 1,
+    by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "z": 1,
                    "query_entropy": 2, "top_weights": 2, "top_keys": 2}  # fmt: skip
+    by_position.update(dict.fromkeys(ROUTER_TENSORS, 1))
     for name, axis in by_position.items():
         if name in first:
             out[name] = torch.cat([p[name] for p in parts], dim=axis)

@@ -1,7 +1,7 @@
 """Captured tensors -> tidy long-form frames (one row per prompt/layer/head/position/...).
 
 Column names are shared across the package so frames join: prompt, pos, token, layer, head,
-kv_head, expert, stage, step, query, key; values norm, weight, prob, entropy, mass.
+kv_head, expert, shared, stage, step, query, key; values norm, weight, prob, entropy, mass.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.text import token_texts
+from interp.trace.routers import softmax_topk
 from interp.vocab import long_frame
 
 STAGES = ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
@@ -127,8 +128,24 @@ def query_attention_frame(trace) -> pd.DataFrame:
     return _rows_frame(trace, rows)
 
 
-ROUTING_COLUMNS = ["prompt", "pos", "token", "layer", "expert", "logit", "prob", "selected",
-                   "rank", "weight"]  # fmt: skip
+DENSE_COLUMNS = ["prompt", "pos", "token", "layer", "expert", "logit", "score", "choice",
+                 "prob", "selected", "rank", "weight"]  # fmt: skip
+
+
+def _dense_rows(t: dict, tokens, layers, prompt: int) -> pd.DataFrame:
+    """Dense rows from router tensors [layer pos expert] (choice, experts, weights, ...)."""
+    choice = t["choice"]
+    rank = choice.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)
+    weight = torch.zeros_like(choice).scatter_(-1, t["experts"], t["weights"].float())
+    grid = long_frame(t["logits"], "layer pos expert", "logit")
+    grid["layer"] = np.asarray(layers)[grid["layer"]]
+    grid["token"] = np.asarray(tokens, dtype=object)[grid["pos"]]
+    for name, v in [("score", t["scores"]), ("choice", choice), ("prob", t["dist"]),
+                    ("selected", rank < t["experts"].shape[-1]), ("rank", rank),
+                    ("weight", weight)]:  # fmt: skip
+        grid[name] = v.reshape(-1).numpy()
+    grid["prompt"] = prompt
+    return grid[DENSE_COLUMNS]
 
 
 def routing_rows(
@@ -139,38 +156,78 @@ def routing_rows(
     renormalise_top_k: bool = False,
     prompt: int = 0,
 ) -> pd.DataFrame:
-    """One prompt's routing frame from its router logits [layer pos expert] (softmax routers).
+    """A dense routing frame from a softmax router's logits [layer pos expert].
 
-    prob: softmax over all experts; rank 0 = most likely; selected: in the top k; weight: what
-    the expert's output was scaled by (0 unselected; renormalised to sum 1 where the model
-    does). `layers`: the layer number of each row of `router_logits` (default 0, 1, ...).
+    prob = score = choice: softmax over all experts; rank 0 = most likely; selected: in the
+    top k; weight: what the expert's output was scaled by (0 unselected; renormalised to sum 1
+    where the model does). `layers`: the layer number of each row (default 0, 1, ...).
     """
-    logits = router_logits.float()
-    probs = logits.softmax(-1)
-    rank = probs.argsort(-1, descending=True).argsort(-1)
-    selected = rank < top_k
-    weight = probs * selected
-    if renormalise_top_k:
-        weight = weight / weight.sum(-1, keepdim=True)
-    grid = long_frame(logits, "layer pos expert", "logit")
-    if layers is not None:
-        grid["layer"] = np.asarray(layers)[grid["layer"]]
-    grid["token"] = np.asarray(tokens, dtype=object)[grid["pos"]]
-    for name, t in [("prob", probs), ("selected", selected), ("rank", rank), ("weight", weight)]:
-        grid[name] = t.reshape(-1).numpy()
-    grid["prompt"] = prompt
-    return grid[ROUTING_COLUMNS]
+    n_layers, n_pos, n_exp = router_logits.shape
+    d = softmax_topk(router_logits.reshape(-1, n_exp), top_k, renormalise_top_k)
+    t = {name: getattr(d, name).reshape(n_layers, n_pos, -1)
+         for name in ("logits", "scores", "choice", "experts", "weights", "dist")}  # fmt: skip
+    return _dense_rows(t, tokens, range(n_layers) if layers is None else layers, prompt)
+
+
+def routing_dense_frame(trace) -> pd.DataFrame:
+    """Opt-in (capture "routing_dense"): every routed expert for every token. logit; score
+    (what the router ranks by: softmax p, sigmoid s, or the logit); choice (score + bias,
+    -inf in masked groups); prob (the scores as a distribution); selected, rank, weight."""
+    out = []
+    for p, r in enumerate(trace.records):
+        if "router_choice" not in r.tensors:
+            continue
+        t = {name: r.tensors[f"router_{name}"]
+             for name in ("logits", "scores", "choice", "experts", "weights", "dist")}  # fmt: skip
+        out.append(_dense_rows(t, _texts(trace, r.ids), trace.facts.moe_layers, p))
+    return _concat(out, DENSE_COLUMNS)
+
+
+ROUTING_COLUMNS = ["prompt", "pos", "token", "layer", "expert", "shared", "selected", "rank",
+                   "weight", "entropy"]  # fmt: skip
 
 
 def routing_frame(trace) -> pd.DataFrame:
-    facts = trace.facts
-    out = [
-        routing_rows(r.tensors["router_logits"], facts.top_k, _texts(trace, r.ids),
-                     facts.moe_layers, facts.renormalise_top_k, prompt=p)
-        for p, r in enumerate(trace.records)
-        if "router_logits" in r.tensors
-    ]  # fmt: skip
+    """Sparse: per token and MoE layer, its chosen experts (rank 0 = best) and then its shared
+    experts (shared, numbered from E, ranks k, k+1...), with the weight the block mixes each
+    with and the token's router entropy (nats of softmax p, or of s / sum(s) for sigmoid
+    routers). Every row is selected."""
+    facts, out = trace.facts, []
+    for p, r in enumerate(trace.records):
+        if "router_experts" not in r.tensors:
+            continue
+        experts, weights = r.tensors["router_experts"], r.tensors["router_weights"].float()
+        shared = r.tensors["shared_weights"]  # [layer pos shared]
+        ids = torch.arange(facts.n_experts, facts.n_experts + shared.shape[-1])
+        experts = torch.cat([experts, ids.expand_as(shared)], -1)
+        weights = torch.cat([weights, shared], -1)
+        grid = long_frame(experts, "layer pos rank", "expert")
+        grid["layer"] = np.asarray(facts.moe_layers)[grid["layer"]]
+        grid["token"] = _texts(trace, r.ids)[grid["pos"]]
+        grid["shared"] = grid["rank"] >= facts.top_k
+        grid["selected"] = True
+        grid["weight"] = weights.reshape(-1).numpy()
+        entropy = r.tensors["router_entropy"][..., None].expand_as(experts)
+        grid["entropy"] = entropy.reshape(-1).numpy()
+        grid["prompt"] = p
+        out.append(grid)
     return _concat(out, ROUTING_COLUMNS)
+
+
+def router_probs_frame(trace) -> pd.DataFrame:
+    """Per prompt, MoE layer and routed expert: tokens, and prob = the mean over the prompt's
+    tokens of the router's scores as a distribution (P_i of the balance metric)."""
+    out = []
+    for p, r in enumerate(trace.records):
+        if "router_dist" not in r.tensors:
+            continue
+        dist = r.tensors["router_dist"]  # [layer pos expert]
+        grid = long_frame(dist.mean(1), "layer expert", "prob")
+        grid["layer"] = np.asarray(trace.facts.moe_layers)[grid["layer"]]
+        grid["tokens"] = dist.shape[1]
+        grid["prompt"] = p
+        out.append(grid)
+    return _concat(out, ["prompt", "layer", "expert", "tokens", "prob"])
 
 
 def _records_frame(trace, attr: str) -> pd.DataFrame:
@@ -196,6 +253,8 @@ BUILDERS = {
     "query_entropy": query_entropy_frame,
     "query_attention": query_attention_frame,
     "routing": routing_frame,
+    "routing_dense": routing_dense_frame,
+    "router_probs": router_probs_frame,
     "sampling": lambda trace: _records_frame(trace, "sampling"),
     "kv_cache": lambda trace: _records_frame(trace, "kv_cache"),
     "shapes": shapes_frame,

@@ -16,9 +16,16 @@ from collections.abc import Collection, Iterable
 
 import torch
 
-from interp.trace.facts import moe_layers
+from interp.trace.routers import capture_hook
 
-GROUPS = {"residual", "attention", "routing", "shapes"}
+# routing: chosen experts, weights, entropy and the router's distribution over experts;
+# routing_dense adds logits, scores and choice per expert.
+GROUPS = {"residual", "attention", "routing", "routing_dense", "shapes"}
+# Per MoE layer and token (router_hooks): [moe_layer B T E], [.. k], [..] or [.. shared].
+ROUTER_TENSORS = (
+    "router_logits", "router_dist", "router_scores", "router_choice",
+    "router_experts", "router_weights", "router_entropy", "shared_weights",
+)  # fmt: skip
 TOP_SOURCES = 3
 BLOCK_ELEMENTS = 2**20  # pattern entries per temporary block (4 MB)
 
@@ -52,7 +59,8 @@ class Capture:
         self.key_mass, self.query_entropy = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T]
         self.top_weights, self.top_keys = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T 3]
         self.query_rows = LayerStack(n_layers)  # [layer B H nq T]
-        self.router_logits = LayerStack(n_routed)  # [moe_layer B T E]
+        for name in ROUTER_TENSORS:
+            setattr(self, name, LayerStack(n_routed))
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
 
 
@@ -118,12 +126,31 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     return hook
 
 
-def _router_hook(cap: Capture, slot: int, batch: int):
-    def hook(logits: torch.Tensor, hook) -> None:
-        # MoE routers see the flattened [B*T, E] token list.
-        cap.router_logits.put(slot, logits.detach().reshape(batch, -1, logits.shape[-1]))
+def router_hooks(cap: Capture, routers: dict, batch: int, dense: bool) -> list:
+    """Forward hooks on each MoE layer's Hugging Face router module (handles: remove them
+    after the forward); they keep `interp.trace.routers`' decision per token, [B T ...]."""
 
-    return hook
+    def keeper(slot: int, router):
+        def keep(x: torch.Tensor, d) -> None:
+            def put(stack: LayerStack, t: torch.Tensor) -> None:
+                stack.put(slot, t.reshape(batch, len(x) // batch, *t.shape[1:]))
+
+            put(cap.router_dist, d.dist)
+            put(cap.router_experts, d.experts)
+            put(cap.router_weights, d.weights)
+            put(cap.router_entropy, d.entropy)
+            put(cap.shared_weights, router.shared_weights(x))
+            if dense:
+                put(cap.router_logits, d.logits)
+                put(cap.router_scores, d.scores)
+                put(cap.router_choice, d.choice)
+
+        return keep
+
+    return [
+        r.module.register_forward_hook(capture_hook(r, keeper(slot, r)))
+        for slot, r in enumerate(routers.values())
+    ]
 
 
 def _shape_hook(cap: Capture, name: str):
@@ -138,21 +165,20 @@ def _shape_hook(cap: Capture, name: str):
 def build_hooks(
     model,
     groups: set[str],
-    batch: int,
+    n_routed: int,
     keep_full_attention: bool,
     query_rows: torch.Tensor | None,
     lengths: list[int],
     hook_names: Collection[str],
 ) -> tuple[Capture, list[tuple[str, object]]]:
     """A `Capture` and the (hook name, fn) pairs for `model.hooks(fwd_hooks=...)` that fill it
-    with `groups`.
+    with `groups`; routing is captured by `router_hooks` on the `n_routed` routers.
 
     `hook_names`: the model's hook_dict keys in order, read once by the caller.
     """
     hooks: list[tuple[str, object]] = []
     n_layers = model.cfg.n_layers
-    routed = moe_layers(model, hook_names) if "routing" in groups else []
-    cap = Capture(n_layers, len(routed))
+    cap = Capture(n_layers, n_routed)
     for layer in range(n_layers):
         prefix = f"blocks.{layer}"
         if "residual" in groups:
@@ -168,9 +194,6 @@ def build_hooks(
         if "attention" in groups:
             hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
-        if layer in routed:
-            slot = routed.index(layer)
-            hooks.append((f"{prefix}.mlp.gate.hook_out", _router_hook(cap, slot, batch)))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
     return cap, hooks

@@ -28,6 +28,7 @@ from interp.trace import assemble, frames, hooks
 from interp.trace.facts import ModelFacts
 from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
 from interp.trace.result import PromptRecord, Trace
+from interp.trace.routers import routers
 from interp.trace.sampling import Sampling, sampling_rows
 from interp.vocab import Hook, entropy, log_probs
 
@@ -67,7 +68,7 @@ def trace(
     groups, raw = _parse_capture(hook_names, capture)
     user_hooks = _checked_hooks(hook_names, fwd_hooks)
     sequences = _sequences(model, prompts)
-    facts = ModelFacts.of(model, hook_names)
+    facts = ModelFacts.of(model)
     longest = max(len(s) for s in sequences) + max_new_tokens
     validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
     full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
@@ -179,11 +180,12 @@ class _Runner:
         self.user_hooks, self.keep_full = user_hooks, keep_full
         self.shapes: list = []
         self.device = input_device(model)
+        self.routers = routers(model) if self.groups & {"routing", "routing_dense"} else {}
 
     def _forward(self, ids, rows, past=None, lengths=None, cache=True):
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
         captured, capture_hooks = hooks.build_hooks(
-            self.model, self.groups, ids.shape[0], self.keep_full, rows, lengths,
+            self.model, self.groups, len(self.routers), self.keep_full, rows, lengths,
             self.hook_names,
         )  # fmt: skip
         raw_store: dict[str, torch.Tensor] = {}
@@ -194,13 +196,21 @@ class _Runner:
             )
         ids = ids.to(self.device)
         # The user's hooks first: what is captured is what the model used.
-        with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
-            if not cache:  # one forward, no generation: a KV cache would only take memory
-                logits = self.model(ids)
-            elif past is None:
-                logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
-            else:
-                logits, past = self.model(ids, return_type="logits_and_cache", past_key_values=past)
+        dense = "routing_dense" in self.groups
+        handles = hooks.router_hooks(captured, self.routers, ids.shape[0], dense)
+        try:
+            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
+                if not cache:  # one forward, no generation: a KV cache would only take memory
+                    logits = self.model(ids)
+                elif past is None:
+                    logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
+                else:
+                    logits, past = self.model(
+                        ids, return_type="logits_and_cache", past_key_values=past
+                    )
+        finally:
+            for handle in handles:
+                handle.remove()
         if captured.shapes:  # one block's shapes, once, from the first forward
             self.groups.discard("shapes")
             self.shapes = [
@@ -238,7 +248,7 @@ class _Runner:
         logprob, ent = _token_stats(logits[0], prompt)
         logprobs, entropies = list(logprob), list(ent)
         record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], step_logits[0][None], {})
-        facts = ModelFacts.of(self.model, self.hook_names)
+        facts = ModelFacts.of(self.model)
         for step in range(1, steps + 1):
             last = step_logits[-1]
             token = sampling.choose(last, generator)

@@ -124,19 +124,22 @@ def routing(trace, prompt: int) -> dict:
     """The experts each position chose in each MoE layer, heaviest first, with their weights."""
     _record(trace, prompt)
     frame = trace.routing
-    chosen = frame[(frame["prompt"] == prompt) & frame["selected"]]
+    # Routed experts only: shared ones are on for every token.
+    chosen = frame[(frame["prompt"] == prompt) & frame["selected"] & ~frame["shared"]]
     if chosen.empty:
         raise InterpError("the routing view needs a MoE model traced with 'routing'")
     chosen = chosen.sort_values(["layer", "pos", "rank"])
     facts = trace.facts
+    # DeepSeek-V3 scales its weights by routed_scaling_factor (> 1): quantise weight / scale.
+    scale = max(1.0, float(chosen["weight"].max()))
     return {
         **tokens(trace, prompt),
         "layers": list(facts.moe_layers),
         "n_experts": int(facts.n_experts),
         "top_k": int(facts.top_k),
         "experts": pack(chosen["expert"].to_numpy(), "uint16"),  # [moe_layer pos top_k]
-        "weights": pack(quantise(chosen["weight"].to_numpy()), "uint8"),
-        "levels": LEVELS,
+        "weights": pack(quantise(chosen["weight"].to_numpy() / scale), "uint8"),
+        "levels": LEVELS / scale,  # weight = level / levels
     }
 
 

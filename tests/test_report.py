@@ -17,6 +17,7 @@ from interp.errors import InterpError
 from interp.files import write_atomic
 from interp.report import build_report, save_trace
 from interp.report.coverage import SUMMARY, verdict
+from interp.report.html import NO_COMMAND
 from interp.report.parts import fmt
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
@@ -103,7 +104,7 @@ def test_report_is_self_contained_with_every_section(smollm_report):
     for kind in ("attention", "lens", "journey"):  # a view per prompt, side by side
         assert f'id="view-{kind}-0"' in html and f'id="view-{kind}-1"' in html
     assert 'id="view-routing-0"' not in html  # a dense model: no routing
-    assert "Follows &#39;is&#39; at position 15." in html
+    assert "Follows &#39;␣is&#39; at position 15." in html
     assert ": not available:" not in html
 
 
@@ -111,7 +112,8 @@ def test_report_is_self_contained_with_every_section(smollm_report):
 def test_report_states_seed_and_command(smollm_report):
     trace, html = smollm_report
     assert "<dt>seed</dt><dd>0 (greedy decoding" in html
-    assert trace.meta["command"].split()[0] in html
+    # Traced from Python: no command line to state, and the report says so.
+    assert trace.meta["command"] is None and NO_COMMAND in html
 
 
 @pytest.mark.slow

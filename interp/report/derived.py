@@ -188,6 +188,9 @@ def derive(
 
 
 def _saved(trace: Trace, name: str) -> pd.DataFrame | str:
+    note = trace.meta.get("report_notes", {}).get(name)
+    if note is not None:  # the reason the live report gave
+        return note
     try:
         return trace.frame(SAVED_PREFIX + name)
     except InterpError:
@@ -196,7 +199,9 @@ def _saved(trace: Trace, name: str) -> pd.DataFrame | str:
 
 def save_derived(trace: Trace, derived: dict, directory: str | Path) -> Path:
     """`trace.save(directory)` plus the frames `derive` returned for it, so a report can be
-    rebuilt from disk without the model (`build_report(Trace.load(directory), ...)`)."""
+    rebuilt from disk without the model (`build_report(Trace.load(directory), ...)`); the
+    reasons given for the missing ones are kept in its meta as report_notes."""
+    trace.meta["report_notes"] = {n: v for n, v in derived.items() if isinstance(v, str)}
     directory = trace.save(directory)
     for name, frame in derived.items():
         if isinstance(frame, pd.DataFrame):

@@ -26,6 +26,7 @@ from interp.report.views import page as views_page
 from interp.trace import Trace
 
 TEMPLATES = Path(__file__).parent / "templates"
+NO_COMMAND = "(none recorded: traced from Python; the interp command records its own)"
 
 
 def build_report(
@@ -125,7 +126,7 @@ def _runs(inputs: ReportInputs) -> list[dict]:
         runs.append(
             {
                 "prompts": ", ".join(inputs.labels[start:end]),
-                "command": trace.meta.get("command", "?"),
+                "command": trace.meta.get("command") or NO_COMMAND,
                 "seed": seed,
                 "sampling": ", ".join(settings),
             }

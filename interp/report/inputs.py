@@ -14,7 +14,7 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.report.parts import prompt_labels
-from interp.text import decode, show_text
+from interp.text import show_text
 from interp.trace import Trace
 
 
@@ -42,21 +42,11 @@ class ReportInputs:
         for t in self.traces:
             self.offsets.append(start)
             start += _prompt_count(t)
-        tokens = self.frame("tokens")
-        tokenizer = traces[0].tokenizer
-
-        def span(rows: pd.DataFrame) -> str:
-            # Whole spans decode characters that byte-level tokens split; a loaded trace has
-            # no tokenizer left, only its token texts.
-            if tokenizer is None or rows.empty:
-                return show_text("".join(rows["token"]))
-            return show_text(decode(tokenizer, rows["token_id"]))
-
-        self.prompts = []
-        for i, label in enumerate(prompt_labels(start)):
-            rows = tokens[tokens["prompt"] == i]
-            generated = rows["generated"].astype(bool)
-            self.prompts.append(Prompt(label, span(rows[~generated]), span(rows[generated])))
+        texts = [pair for t in self.traces for pair in t.texts()]
+        self.prompts = [
+            Prompt(label, show_text(prompt), show_text(continuation))
+            for label, (prompt, continuation) in zip(prompt_labels(start), texts)
+        ]
 
     @property
     def labels(self) -> list[str]:

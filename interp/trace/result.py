@@ -14,6 +14,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.models.devices import input_device, model_dtype
+from interp.text import decode
 from interp.trace import frames
 from interp.trace.facts import ModelFacts
 
@@ -82,14 +83,34 @@ class Trace:
         except (IndexError, KeyError):
             raise InterpError(f"no tensor '{name}' captured for prompt {prompt}") from None
 
+    def texts(self) -> list[tuple[str, str]]:
+        """(prompt, continuation) text of each prompt, each decoded as one span (characters
+        that byte-level tokens split come out whole); a saved trace keeps them in its meta."""
+        if "texts" in self.meta:
+            return [tuple(pair) for pair in self.meta["texts"]]
+        if not self.records:  # saved before texts were kept: the token texts, joined
+            tokens = self.frame("tokens")
+            return [
+                ("".join(rows.token[~rows.generated]), "".join(rows.token[rows.generated]))
+                for _, rows in tokens.groupby("prompt", sort=True)
+            ]
+        return [
+            (
+                decode(self.tokenizer, r.ids[: r.n_prompt]),
+                decode(self.tokenizer, r.ids[r.n_prompt :]),
+            )
+            for r in self.records
+        ]
+
     def save(self, directory: str | Path) -> Path:
         """Frames as parquet + meta as JSON: enough to rebuild reports without the model."""
         directory = Path(directory)
+        meta = {**self.meta, "texts": self.texts()}
         try:
             directory.mkdir(parents=True, exist_ok=True)
             for name in frames.BUILDERS:
                 self.frame(name).to_parquet(directory / f"{name}.parquet", index=False)
-            (directory / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
+            (directory / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         except OSError as exc:
             raise InterpError(f"cannot write the trace to {directory}: {exc.strerror}") from None
         return directory

@@ -11,5 +11,6 @@ from interp.errors import InterpError
 from interp.models import load
 from interp.sampling import Sampling
 from interp.trace import Trace, trace
+from interp.survey.run import survey
 
-__all__ = ["load", "trace", "Trace", "Sampling", "prompts", "InterpError"]
+__all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "InterpError"]

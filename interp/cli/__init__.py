@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from interp.errors import InterpError
 
 # Each module defines `add_parser(subparsers)` and `run(args) -> int`.
-COMMANDS = ["models", "generate", "journey", "coverage", "induction", "experts", "report"]
+COMMANDS = ["models", "generate", "journey", "coverage", "induction", "experts", "survey", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

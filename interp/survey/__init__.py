@@ -1,0 +1,1 @@
+"""Surveys: statistics of a model over a whole corpus, in constant memory (see run.survey)."""

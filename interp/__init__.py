@@ -10,7 +10,7 @@ from interp import prompts
 from interp.errors import InterpError
 from interp.models import load
 from interp.sampling import Sampling
-from interp.trace import Trace, trace
 from interp.survey.run import survey
+from interp.trace import Trace, trace
 
 __all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "InterpError"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from interp.cli.output import load_text_model, print_frame
+from interp.cli.output import print_frame
 from interp.errors import InterpError
 
 
@@ -24,12 +24,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default="tiny-moe")
     parser.add_argument("--data", nargs="+", default=[], metavar="PATH",
-                        help="text files, .jsonl / .parquet (text, domain), a datasets dir")  # fmt: skip
+                        help="text, .jsonl / .parquet (text, domain), datasets dir")  # fmt: skip
     parser.add_argument("--seq-len", type=int, default=256, help="window length (default 256)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     parser.add_argument("--tokens", type=int, default=None, metavar="N", help="stop after N tokens")
     parser.add_argument("--stats", default=None,
-                        help="comma-separated: experts,heads,layers (default: all the model has)")  # fmt: skip
+                        help="experts,heads,layers (default: all the model has)")  # fmt: skip
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default reports/survey-MODEL)")  # fmt: skip
     parser.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if stats is not None and not stats:
         raise InterpError("--stats names no statistic")
     out = args.out or f"reports/survey-{args.model.replace('/', '_')}"
-    model = load_text_model(args.model)
+    model = interp.load(args.model)
     result = interp.survey(
         model, args.data, stats=stats, seq_len=args.seq_len, batch_size=args.batch_size,
         tokens=args.tokens, out=out, checkpoint_every=args.checkpoint_every, seed=args.seed,

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from interp.analysis.experts import balance_metrics, js_divergence
-from interp.errors import InterpError
 from interp.survey.accumulators import Accumulators, histogram
 from interp.survey.batch import Batch
 
@@ -25,8 +24,6 @@ TOP_TOKENS = 10
 
 class ExpertStats:
     def __init__(self, model, acc: Accumulators, domains: list[str], facts: dict):
-        if not facts["moe_layers"]:
-            raise InterpError(f"{facts['model']} has no routed experts: drop 'experts' from --stats")
         self.layers = facts["moe_layers"]
         L, E, V, D = len(self.layers), facts["n_experts"], facts["d_vocab"], len(domains)
         self.n_experts, self.top_k = E, facts["top_k"]

@@ -67,7 +67,9 @@ class Survey:
 
 def check_writable(out: Path) -> None:
     """Refuse, before any work, to replace something that is not an earlier survey."""
-    if out.exists() and not (out.is_dir() and (out / "meta.json").is_file()) and (
-        not out.is_dir() or any(out.iterdir())
+    if (
+        out.exists()
+        and not (out.is_dir() and (out / "meta.json").is_file())
+        and (not out.is_dir() or any(out.iterdir()))
     ):
         raise InterpError(f"{out} exists and holds no survey; choose another --out")

@@ -105,8 +105,6 @@ def survey(
 
 
 def _check_args(model, facts, stats, seq_len, batch_size, tokens, checkpoint_every) -> list[str]:
-    if model.tokenizer is None:
-        raise InterpError(f"{facts['model']} has no tokenizer: a survey reads text")
     if stats is None:
         stats = [s for s in STATS if s != "experts" or facts["moe_layers"]]
     stats = list(dict.fromkeys(stats))
@@ -117,6 +115,8 @@ def _check_args(model, facts, stats, seq_len, batch_size, tokens, checkpoint_eve
         raise InterpError("no statistics asked for")
     if "experts" in stats and not facts["moe_layers"]:
         raise InterpError(f"{facts['model']} has no routed experts: drop 'experts' from --stats")
+    if model.tokenizer is None:
+        raise InterpError(f"{facts['model']} has no tokenizer: a survey reads text")
     if not 1 < seq_len <= facts["n_ctx"]:
         raise InterpError(f"--seq-len must lie in [2, {facts['n_ctx']}] (the model's context)")
     if batch_size < 1:

@@ -69,6 +69,8 @@ def survey(
     if out is not None:
         checkpoint = Checkpoint(out, ranks.rank, ranks.world, settings)
         start = checkpoint.load(acc)
+        if start and ranks.rank == 0:
+            print(f"interp: resuming {out} from batch {start}", file=sys.stderr)
     windows = data_mod.windows(corpus, model.tokenizer, seq_len, bos, tokens)
     bar = _bar(progress and ranks.rank == 0, tokens)
     counted = n_windows = n_batches = 0

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     ids = torch.cat(list(windows.values()))
     labels = dict(enumerate(d for d, w in windows.items() for _ in range(len(w))))
     trace = interp.trace(model, ids, capture=("routing",))
-    if not trace.meta["cfg"]["moe_layers"]:
+    if not trace.facts.moe_layers:
         raise InterpError(f"{args.model} has no MoE layers")
     routing = routed(trace)
     spec = specialisation(routing, labels)

@@ -9,8 +9,7 @@ trace.residual                              # long-form pandas frames
 from interp import prompts
 from interp.errors import InterpError
 from interp.models import load
-from interp.sampling import Sampling
 from interp.survey.run import survey
-from interp.trace import Trace, trace
+from interp.trace import Sampling, Trace, trace
 
 __all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "InterpError"]

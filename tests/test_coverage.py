@@ -14,6 +14,7 @@ import torch
 from interp.analysis import coverage as cv
 from interp.cli import coverage as cli
 from interp.errors import InterpError
+from interp.runs.coverage import measure
 
 PASSWORD = "The password is 7391. Remember the password. The password is "
 SEVEN = 4  # position of "7": The, password, is, " ", 7, 3, 9, 1, ...
@@ -210,7 +211,7 @@ def test_causal_check_and_verdict():
 
 @pytest.fixture(scope="module")
 def password(smollm):
-    return cli.measure(smollm, PASSWORD, generate=1, value_weighted=True)
+    return measure(smollm, PASSWORD, generate=1, value_weighted=True)
 
 
 @pytest.mark.slow

@@ -151,7 +151,7 @@ def test_soft_lookups_and_figures(france):
     assert set(lookups["kind"]) == {"attention", "mlp"}
     assert (lookups["effective"] <= lookups["available"] + 1e-6).all()
     assert ((lookups["concentration"] > 0) & (lookups["concentration"] <= 1 + 1e-9)).all()
-    n_layers, n_pos = trace.meta["cfg"]["n_layers"], len(trace.records[0].ids)
+    n_layers, n_pos = trace.facts.n_layers, len(trace.records[0].ids)
     mlp = lookups[lookups["kind"] == "mlp"]
     assert mlp["near_zero"].between(0, 1).all() and len(mlp) == n_layers * n_pos
     assert len(lookup_summary(lookups)) == 2 * n_layers

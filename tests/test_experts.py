@@ -2,14 +2,15 @@
 
 import math
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from interp.analysis import experts as ex
 from interp.plots import experts as plots
+from interp.trace.frames import routing_rows
 
 N, K = 4, 2
 
@@ -73,7 +74,7 @@ def logits() -> dict[str, torch.Tensor]:
 @pytest.fixture
 def frame(logits) -> pd.DataFrame:
     parts = [
-        ex.routing_frame(lg, K, [f"w{i % 3}" for i in range(6)], p) for p, lg in logits.items()
+        routing_rows(lg, K, [f"w{i % 3}" for i in range(6)], prompt=p) for p, lg in logits.items()
     ]
     return pd.concat(parts, ignore_index=True)
 
@@ -107,7 +108,7 @@ def test_routing_frame_columns(frame, logits):
     assert row["selected"].sum() == K
     # OLMoE: selected experts are weighted by their raw (unrenormalised) probability.
     assert np.allclose(row["weight"], np.where(row["selected"], row["prob"], 0))
-    renorm = ex.routing_frame(logits["a"], K, ["x"] * 6, normalise_top_k=True)
+    renorm = routing_rows(logits["a"], K, ["x"] * 6, renormalise_top_k=True)
     assert np.allclose(renorm.groupby(["layer", "pos"])["weight"].sum(), 1.0)
 
 
@@ -225,5 +226,4 @@ def test_plots_return_figures(frame):
         plots.domain_heatmap(ex.domain_load(frame, {"a": "code", "b": "prose"})),
     ]
     for fig in figs:
-        assert isinstance(fig, matplotlib.figure.Figure)
-        matplotlib.pyplot.close(fig)
+        assert isinstance(fig, Figure)

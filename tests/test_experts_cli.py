@@ -11,7 +11,7 @@ import pytest
 import interp
 from interp import cli
 from interp.analysis import experts as ex
-from interp.cli.experts import measure
+from interp.runs.experts import measure
 
 CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(i)\n"
 PROSE = "The module provides functions for working with files and directories in a portable way."
@@ -70,11 +70,11 @@ def test_mistakes_are_caught_before_loading_a_model(capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["experts", CODE, PROSE, "--domain", "code"], "1 --domain labels for 2 prompts"),
+        (["experts", CODE, PROSE, "--domain", "code"], "1 domain labels for 2 prompts"),
         (["experts", "  "], "empty"),
         (["experts", CODE, "--model", "no-such-model"], "no-such-model"),
         (["experts", "hello", "--model", "smollm2-135m"], "has no MoE layers"),
-        (["experts", CODE, "--top", "0"], "--top must be > 0"),
+        (["experts", CODE, "--top", "0"], "top must be > 0"),
     ],
 )
 def test_bad_input_is_one_line(argv, message, capsys, monkeypatch):

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from interp import interventions
 from interp.analysis.induction import (
     ablation_frame,
     ablation_hooks,
@@ -23,6 +22,7 @@ from interp.analysis.induction import (
     token_logprobs,
     token_range,
 )
+from interp.runs import induction as interventions
 
 
 def one_hot_pattern(T: int, key_of) -> torch.Tensor:

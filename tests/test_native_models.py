@@ -146,10 +146,10 @@ def test_cli_finds_the_induction_heads_of_the_two_layer_model(monkeypatch, capsy
     [
         # A path, so the check stays offline and fast (hub names are tested in test_load).
         (["--model", "./no/such/model"], "not a model directory"),
-        (["--model", "attn-only-1l", "--seq-len", "32"], "--seq-len must be in 2..31"),
-        (["--model", "attn-only-1l", "--seq-len", "1"], "--seq-len"),
-        (["--model", "attn-only-1l", "--top", "0"], "--top must be > 0"),
-        (["--model", "attn-only-1l", "--batch", "0"], "--batch must be > 0"),
+        (["--model", "attn-only-1l", "--seq-len", "32"], "seq_len must be in 2..31"),
+        (["--model", "attn-only-1l", "--seq-len", "1"], "seq_len must be in 2..31"),
+        (["--model", "attn-only-1l", "--top", "0"], "top must be > 0"),
+        (["--model", "attn-only-1l", "--batch", "0"], "batch must be > 0"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(argv, message, monkeypatch, capsys):

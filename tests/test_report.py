@@ -15,8 +15,8 @@ from interp.analysis import coverage as cv
 from interp.errors import InterpError
 from interp.files import write_atomic
 from interp.report import build_report, save_trace
-from interp.report.blocks import fmt
 from interp.report.coverage import SUMMARY, verdict
+from interp.report.parts import fmt
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
 PASSWORD = "The password is 7391. Remember the password. The password is"
@@ -142,10 +142,10 @@ def test_coverage_section_shows_the_analysis_numbers(smollm, smollm_report):
 @pytest.mark.slow
 def test_coverage_causal_check_matches_the_coverage_command(smollm, smollm_report):
     """The same blocking check and verdict as `interp coverage PROMPT --generate N`."""
-    from interp.cli import coverage as cli
+    from interp.runs.coverage import measure
 
     _, html = smollm_report
-    measured = cli.measure(smollm, PASSWORD, generate=GENERATE)
+    measured = measure(smollm, PASSWORD, generate=GENERATE)
     causal = measured["causal"].set_index("blocked")
     pane = section(html, "coverage").split('<div class="pane">')[1]
     for name in ("uncovered", "top"):

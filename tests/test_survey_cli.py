@@ -132,3 +132,24 @@ def test_torchrun_two_ranks_equals_one_process(corpus_file, uninterrupted, tmp_p
     merged = Survey.load(out)
     assert merged.meta["world_size"] == 2
     _same(merged, uninterrupted, rtol=1e-6)
+
+
+def test_report_renders_the_survey(uninterrupted, tmp_path_factory, capsys):
+    from html_elements import Elements
+
+    from interp.report.parts import fmt
+
+    directory = tmp_path_factory.getbasetemp() / "plain0" / "survey"
+    html_path = tmp_path_factory.mktemp("report") / "survey.html"
+    assert main(["report", "--survey", str(directory), "-o", str(html_path)]) == 0
+    html = html_path.read_text()
+    page = Elements(html)
+    ids = [attrs.get("id") for tag, attrs in page.tags if tag == "section"]
+    assert ids == ["experts", "heads", "layers"]
+    images = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
+    assert len(images) == 3 and all(src.startswith("data:image/svg+xml") for src in images)
+    # The numbers shown are the saved tables' numbers, and the command that made them.
+    for value in uninterrupted.expert_layers["balance"]:
+        assert f'<td class="num">{fmt(float(value))}</td>' in html
+    assert "--checkpoint-every 2 --seed 5" in html
+    assert main(["report", "--survey", str(tmp_path_factory.getbasetemp()), "-o", "x.html"]) == 2

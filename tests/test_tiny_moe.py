@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interp.analysis import experts as ex
 from interp.corpus import DOMAINS, held_out_windows
+from interp.trace.frames import routing_rows
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "interp" / "models" / "weights" / "tiny-moe"
 
@@ -79,11 +80,11 @@ def routing(model, tokenizer, x: torch.Tensor, label: str) -> pd.DataFrame:
     out = model(input_ids=x, output_router_logits=True)
     logits = torch.stack(out.router_logits).view(len(out.router_logits), *x.shape, -1)
     return pd.concat(
-        ex.routing_frame(
+        routing_rows(
             logits[:, i],
             model.config.num_experts_per_tok,
             tokenizer.convert_ids_to_tokens(x[i]),
-            f"{label}/{i}",
+            prompt=f"{label}/{i}",
         )
         for i in range(len(x))
     )

@@ -7,7 +7,8 @@ import torch
 
 import interp
 from interp.errors import InterpError
-from interp.sampling import Sampling, kv_cache_bytes
+from interp.trace.kv_cache import kv_cache_bytes
+from interp.trace.sampling import Sampling
 
 
 def _tiny(tmp_path_factory, kind: str):
@@ -176,7 +177,7 @@ def test_routing_matches_hand_computed_router(kind, tmp_path_factory):
     gen = interp.trace(model, _ids(4), max_new_tokens=2, capture=["routing"])
     assert (
         gen.kv_cache.measured_bytes
-        == gen.kv_cache.positions.map(lambda n: kv_cache_bytes(model.cfg, n)[0])
+        == gen.kv_cache.positions.map(lambda n: kv_cache_bytes(gen.facts, n)[0])
     ).all()
 
 

@@ -29,7 +29,7 @@ also look at G's rows only, assume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
+from interp.vocab import Hook
 
-Hook = tuple[str, Callable[[torch.Tensor, object], torch.Tensor]]
 # With 270 (layer, head) rows per query nearly every key reaches the uniform level somewhere
 # (coverage@1 is 1.0 on SmolLM2 for 15- and 400-key prompts), so "covered" asks for 4x uniform.
 TAU = 4.0

@@ -10,9 +10,10 @@ flagged (`is_sink`) and the per-layer summary reports medians with and without i
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
+
+from interp.vocab import long_frame
 
 # The per-(layer, position) quantities that `delta_summary` condenses into medians.
 METRICS = ["resid_norm", "attn_norm", "mlp_norm", "attn_rel", "mlp_rel", "cos_next", "growth"]
@@ -37,9 +38,7 @@ def write_sizes(resid: torch.Tensor, attn_out: torch.Tensor, mlp_out: torch.Tens
         "cos_next": torch.nn.functional.cosine_similarity(before, after, dim=-1),
         "growth": norm_after / norm_before,
     }
-    n_layers, n_pos = norm_before.shape
-    layer, pos = np.meshgrid(np.arange(n_layers), np.arange(n_pos), indexing="ij")
-    frame = pd.DataFrame({"layer": layer.ravel(), "pos": pos.ravel()})
+    frame = long_frame(norm_before, "layer pos", "resid_norm")
     for name, values in columns.items():
         frame[name] = values.reshape(-1).numpy()
     frame["is_sink"] = frame["pos"] == 0

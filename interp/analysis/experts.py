@@ -1,7 +1,8 @@
 """Expert utilisation: how a mixture-of-experts model spreads tokens over its experts.
 
-Everything reads the long-form routing frame (one row per prompt, pos, layer and expert;
-every expert listed for every token) with columns prompt, pos, token, layer, expert,
+Everything reads the long-form routing frame (`trace.routing`, built by
+`interp.trace.frames.routing_rows`: one row per prompt, pos, layer and expert; every expert
+listed for every token) with columns prompt, pos, token, layer, expert,
 prob (router softmax over all N experts), selected (in the top-k), rank (0 = most likely)
 and weight (what the expert's output was scaled by; 0 when not selected).
 
@@ -19,47 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.vocab import long_frame
+
 TOKEN = ["prompt", "pos"]
-
-
-def routing_frame(
-    router_logits: torch.Tensor,
-    top_k: int,
-    tokens: Sequence[str],
-    prompt: str | int = 0,
-    normalise_top_k: bool = False,
-) -> pd.DataFrame:
-    """The routing frame of one prompt from its router logits ``[layers, T, N]``.
-
-    `normalise_top_k` follows the model's config (OLMoE: False, Mixtral: True): whether the
-    selected experts' weights are renormalised to sum to 1.
-    """
-    logits = router_logits.detach().float()
-    n_layers, n_tok, n_exp = logits.shape
-    prob = logits.softmax(-1)
-    order = prob.argsort(-1, descending=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n_exp).expand_as(order))
-    selected = rank < top_k
-    weight = torch.where(selected, prob, torch.zeros_like(prob))
-    if normalise_top_k:
-        weight = weight / weight.sum(-1, keepdim=True)
-    layer, pos, expert = np.meshgrid(
-        np.arange(n_layers), np.arange(n_tok), np.arange(n_exp), indexing="ij"
-    )
-    return pd.DataFrame(
-        {
-            "prompt": prompt,
-            "pos": pos.ravel(),
-            "token": np.asarray(tokens, dtype=object)[pos.ravel()],
-            "layer": layer.ravel(),
-            "expert": expert.ravel(),
-            "prob": prob.numpy().ravel(),
-            "selected": selected.numpy().ravel(),
-            "rank": rank.numpy().ravel(),
-            "weight": weight.numpy().ravel(),
-            "logit": logits.numpy().ravel(),
-        }
-    )
 
 
 def _shape(routing: pd.DataFrame) -> tuple[int, int]:
@@ -145,18 +108,9 @@ def coactivation(routing: pd.DataFrame) -> pd.DataFrame:
         m = _indicator(routing, layer).to_numpy()
         rate = m.T @ m / len(m)
         sel = np.diag(rate)
-        e, o = np.meshgrid(np.arange(len(sel)), np.arange(len(sel)), indexing="ij")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": layer,
-                    "expert": e.ravel(),
-                    "partner": o.ravel(),
-                    "rate": rate.ravel(),
-                    "expected": np.outer(sel, sel).ravel(),
-                }
-            )
-        )
+        pairs = long_frame(rate, "expert partner", "rate")
+        pairs.insert(0, "layer", layer)
+        frames.append(pairs.assign(expected=np.outer(sel, sel).ravel()))
     return pd.concat(frames, ignore_index=True)
 
 

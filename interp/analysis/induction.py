@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import torch
 
+from interp.vocab import Hook, long_frame
+
 Head = tuple[int, int]  # (layer, head)
-Hook = tuple[str, Callable[[torch.Tensor, object], torch.Tensor]]
 
 
 def repeated_tokens(
@@ -142,16 +143,13 @@ def score_hooks(
 
 
 def _scores_frame(scores: dict[str, torch.Tensor], n_kv_heads: int | None) -> pd.DataFrame:
-    """scores: name -> [layers, heads]; one row per head with layer, head, kv_head first."""
-    n_layers, n_heads = next(iter(scores.values())).shape
-    group = n_heads // (n_kv_heads or n_heads)
-    layer, head = torch.meshgrid(torch.arange(n_layers), torch.arange(n_heads), indexing="ij")
-    columns = {
-        "layer": layer.flatten().numpy(),
-        "head": head.flatten().numpy(),
-        "kv_head": (head // group).flatten().numpy(),
-    }
-    return pd.DataFrame({**columns, **{n: s.flatten().numpy() for n, s in scores.items()}})
+    """scores: name -> [layer head]; one row per head with layer, head, kv_head first.
+    `n_kv_heads` None: multi-head attention."""
+    (first, values), *rest = scores.items()
+    n_heads = values.shape[1]
+    frame = long_frame(values, "layer head", first)
+    frame.insert(2, "kv_head", frame["head"] // (n_heads // (n_kv_heads or n_heads)))
+    return frame.assign(**{name: s.flatten().numpy() for name, s in rest})
 
 
 def copy_scores(

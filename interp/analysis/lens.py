@@ -38,7 +38,7 @@ def logit_lens(
     if trace.readout is None:
         raise InterpError("the logit lens needs a live trace (a saved one has no readout)")
     resid = trace.tensor("resid", prompt)
-    vocab = trace.meta["cfg"]["d_vocab"]
+    vocab = trace.facts.d_vocab
     if target is not None and not 0 <= target < vocab:
         raise InterpError(f"target token id {target} is outside the vocabulary [0, {vocab})")
     final = _logprobs(trace, resid[-1])  # the model's own output

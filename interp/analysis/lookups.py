@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.vocab import long_frame
+
 COLUMNS = ["prompt", "layer", "kind", "unit", "pos", "entropy", "effective", "available",
            "concentration", "near_zero"]  # fmt: skip
 NEAR_ZERO = 0.1  # |h_j| below this fraction of rms(h) counts as off
@@ -56,12 +58,9 @@ def _rows(layer, kind, unit, pos, entropy, available, near_zero=None) -> pd.Data
 
 def attention_lookups(query_entropy: torch.Tensor) -> pd.DataFrame:
     """From the trace's query_entropy [L, H, T] (entropy of each query's pattern)."""
-    n_layers, n_heads, n_pos = query_entropy.shape
-    layer, head, pos = np.meshgrid(
-        np.arange(n_layers), np.arange(n_heads), np.arange(n_pos), indexing="ij"
-    )
-    frame = _rows(layer.ravel(), "attention", head.ravel(), pos.ravel(),
-                  query_entropy.double().reshape(-1).numpy(), pos.ravel() + 1.0)  # fmt: skip
+    cells = long_frame(query_entropy.double(), "layer head pos", "entropy")
+    frame = _rows(cells["layer"], "attention", cells["head"], cells["pos"], cells["entropy"],
+                  cells["pos"] + 1.0)  # fmt: skip
     return frame[frame["pos"] > 0]
 
 
@@ -84,10 +83,9 @@ def router_lookups(router_logits: torch.Tensor, moe_layers: list[int]) -> pd.Dat
     """From the trace's router_logits [L_moe, T, E], layer numbers in `moe_layers`."""
     probs = router_logits.double().softmax(-1)
     ent = _entropy(probs)  # [L_moe, T]
-    index, pos = np.meshgrid(np.arange(ent.shape[0]), np.arange(ent.shape[1]), indexing="ij")
-    layers = np.asarray(moe_layers)[index.ravel()]
-    return _rows(layers, "router", -1, pos.ravel(), ent.reshape(-1).numpy(),
-                 float(probs.shape[-1]))  # fmt: skip
+    cells = long_frame(ent, "layer pos", "entropy")
+    layers = np.asarray(moe_layers)[cells["layer"]]
+    return _rows(layers, "router", -1, cells["pos"], cells["entropy"], float(probs.shape[-1]))
 
 
 def soft_lookups(trace, prompt: int = 0, hooks: dict[int, str] | None = None) -> pd.DataFrame:
@@ -101,7 +99,7 @@ def soft_lookups(trace, prompt: int = 0, hooks: dict[int, str] | None = None) ->
     if hidden:
         parts.append(neuron_lookups(hidden))
     if "router_logits" in tensors:
-        parts.append(router_lookups(tensors["router_logits"], trace.meta["cfg"]["moe_layers"]))
+        parts.append(router_lookups(tensors["router_logits"], trace.facts.moe_layers))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS[1:])
     frame.insert(0, "prompt", prompt)
     return frame[COLUMNS].sort_values(["layer", "kind", "unit", "pos"], ignore_index=True)

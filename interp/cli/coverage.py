@@ -1,8 +1,7 @@
 """`interp coverage`: which prompt tokens the answer read, with a blocking check.
 
-The numbers come from `interp.analysis.coverage`; this module is the caller that runs the model:
-one generating trace for the attention rows, then teacher-forced traces of prompt + continuation
-without and with the blocking hooks.
+The numbers come from `interp.runs.coverage.measure` (the report calls the same code); this
+module parses and prints.
 """
 
 from __future__ import annotations
@@ -34,46 +33,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return parser
 
 
-def measure(
-    model, prompt, *, generate: int = 1, value_weighted: bool = False, tau: float | None = None
-) -> dict:
-    """Coverage of `prompt` (text or 1-D ids) and the causal check, as frames.
-
-    Returns {"coverage": Coverage, "causal": frame, "continuation": text, "blocked_text":
-    {condition: greedy continuation under the block}}. With generate=0 the continuation checked
-    is the greedy next token.
-    """
-    import torch
-
-    import interp
-    from interp.analysis import coverage as cv
-    from interp.interventions import coverage_check, decode
-
-    if generate < 0:
-        raise InterpError("--generate must be >= 0")
-    L = model.cfg.n_layers
-    v_names = [f"blocks.{layer}.attn.hook_v" for layer in range(L)] if value_weighted else []
-    gen = interp.trace(model, prompt, max_new_tokens=generate, capture=("attention", *v_names))
-    record = gen.records[0]
-    n_prompt, ids = record.n_prompt, record.ids
-    if generate == 0:
-        ids = torch.cat([ids, record.query_logits[-1].argmax()[None]])
-    norms = None
-    if value_weighted:
-        values = torch.stack([gen.tensor(name) for name in v_names])
-        norms = [cv.value_norms(values, gen.weights["W_O"])]
-    bos = getattr(model.tokenizer, "bos_token_id", None)
-    cov = cv.coverage(gen.query_attention, gen.tokens, tau=cv.TAU if tau is None else tau,
-                      value_norms=norms, bos_id=bos)  # fmt: skip
-    check = coverage_check(model, ids, n_prompt, cov)
-    return {
-        "coverage": cov,
-        "causal": check.drop(columns=["prompt", "continuation", "greedy_when_blocked"]),
-        "continuation": decode(model.tokenizer, ids[n_prompt:]),
-        "blocked_text": dict(zip(check["blocked"], check["greedy_when_blocked"])),
-    }
-
-
 def shade(rows: list[tuple[str, float | None]], tty: bool) -> str:
     """The prompt with each token's background shaded by its mass (brightest = most), or one
     line per token with a bar when not writing to a terminal. Sinks are underlined / marked."""
@@ -101,6 +60,7 @@ def shade(rows: list[tuple[str, float | None]], tty: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from interp.analysis.coverage import TOP_MIN, UNCOVERED_MAX, token_masses
+    from interp.runs.coverage import measure
 
     if not args.prompt.strip():
         raise InterpError("the prompt is empty")

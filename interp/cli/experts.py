@@ -1,7 +1,7 @@
 """`interp experts`: how an MoE model spreads the prompts' tokens over its experts.
 
-One trace of the prompts (routing captured); every number comes from
-`interp.analysis.experts` on its routing frame.
+The numbers come from `interp.runs.experts.measure` (one trace of the prompts, then
+`interp.analysis.experts` on its routing frame).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import argparse
 import json
 
 from interp.cli.output import add_format_option, print_frame
-from interp.errors import InterpError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -32,54 +31,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return parser
 
 
-def check(prompts: list[str], domains: list[str] | None, top: int) -> None:
-    """The user's mistakes, found before a model is loaded."""
-    if domains is not None and len(domains) != len(prompts):
-        raise InterpError(f"{len(domains)} --domain labels for {len(prompts)} prompts")
-    if top <= 0:
-        raise InterpError("--top must be > 0")
-    for text in prompts:
-        if not text.strip():
-            raise InterpError("a prompt is empty")
-
-
-def measure(model, prompts: list[str], domains: list[str] | None = None, top: int = 3) -> dict:
-    """{"layers": per-layer utilisation, locality and transition information; "overall": one
-    row; "domains": per layer and domain, its `top` experts by load; "divergence": JS (bits)
-    between every pair of domains per layer; "labels": the domain of each prompt; "tokens":
-    routed tokens per domain}."""
-    import interp
-    from interp.analysis import experts as ex
-
-    check(prompts, domains, top)
-    trace = interp.trace(model, prompts, capture=("routing",))
-    if not trace.meta["cfg"]["moe_layers"]:
-        raise InterpError(f"{trace.meta['model']} has no MoE layers: nothing routes")
-    routing = trace.routing
-    labels = domains or [f"p{i}" for i in range(len(prompts))]
-    by_prompt = dict(enumerate(labels))
-    layers = ex.balance(routing).merge(ex.temporal_locality(routing), on="layer", how="left")
-    info = ex.transition_information(routing)
-    if not info.empty:
-        layers = layers.merge(info, on="layer", how="left")
-    load = ex.domain_load(routing, by_prompt).sort_values(
-        ["layer", "domain", "load"], ascending=[True, True, False]
-    )
-    top_experts = load.groupby(["layer", "domain"]).head(top).reset_index(drop=True)
-    divergence = ex.domain_divergence(routing, by_prompt) if len(set(labels)) > 1 else None
-    return {
-        "layers": layers,
-        "overall": ex.balance_overall(routing),
-        "domains": top_experts,
-        "divergence": divergence,
-        "labels": labels,
-        "tokens": routing.drop_duplicates(["prompt", "pos"]).prompt.map(by_prompt).value_counts(),
-        "cfg": trace.meta["cfg"],
-    }
-
-
 def run(args: argparse.Namespace) -> int:
     import interp
+    from interp.runs.experts import check, measure
 
     check(args.prompts, args.domain, args.top)
     model = interp.load(args.model)
@@ -95,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
         out["tokens"] = {d: int(n) for d, n in result["tokens"].items()}
         print(json.dumps(out, indent=1))
         return 0
-    cfg = result["cfg"]
-    print(f"{args.model}: {cfg['n_experts']} experts per layer, top-{cfg['top_k']}, MoE layers "
-          f"{cfg['moe_layers']}; chance overlap of two tokens' sets k/N = "
-          f"{cfg['top_k'] / cfg['n_experts']:.3f}")  # fmt: skip
+    cfg = result["facts"]
+    print(f"{args.model}: {cfg.n_experts} experts per layer, top-{cfg.top_k}, MoE layers "
+          f"{cfg.moe_layers}; chance overlap of two tokens' sets k/N = "
+          f"{cfg.top_k / cfg.n_experts:.3f}")  # fmt: skip
     print("\nper layer (balance 1 and entropy 1 = uniform; overlap: consecutive tokens' shared "
           "experts, ratio = overlap / chance;\nmutual_information: nats shared with the next "
           "layer's choice):")  # fmt: skip

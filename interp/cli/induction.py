@@ -1,6 +1,6 @@
 """`interp induction`: which heads are induction heads, by attention and by ablation.
 
-The numbers come from `interp.interventions.induction_heads` (the report shows the same); this
+The numbers come from `interp.runs.induction.induction_heads` (the report shows the same); this
 module prints them.
 """
 
@@ -14,7 +14,7 @@ from interp.models.zoo import DEFAULT_MODEL
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from interp.interventions import DEFAULT_SEQ_LEN
+    from interp.runs.induction import DEFAULT_SEQ_LEN
 
     parser = sub.add_parser(
         "induction",
@@ -37,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.interventions import MIN_DELTA, SET_RATIO, THRESHOLD, induction_heads
+    from interp.runs.induction import MIN_DELTA, SET_RATIO, THRESHOLD, induction_heads
 
     model = interp.load(args.model)
     result = induction_heads(

@@ -17,7 +17,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Trace each prompt (and its continuation) and write one self-contained "
         "HTML file that compares them section by section.",
     )
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
+    parser.add_argument("prompts", nargs="*", metavar="PROMPT")
+    parser.add_argument("--survey", metavar="DIR", help="render a saved `interp survey` instead")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--generate", type=int, default=0, metavar="N",
                         help="tokens to generate after each prompt (default 0)")  # fmt: skip
@@ -35,12 +36,18 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.report import build_report
 
+    if args.survey is not None:  # a saved survey: no prompts, no model
+        from interp.report.survey import build_survey_report
+
+        print(build_survey_report(args.survey, _html_path(args.output)))
+        return 0
+    if not args.prompts:
+        raise InterpError("give prompts to trace, or --survey DIR")
     if args.generate < 0:
         raise InterpError("--generate must be >= 0")
     if args.temperature < 0:
         raise InterpError("--temperature must be >= 0")
-    if not args.output.endswith((".html", ".htm")):
-        raise InterpError(f"the report is HTML: name it {args.output}.html")
+    _html_path(args.output)
     model = load_text_model(args.model)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
@@ -49,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     path = build_report(trace, args.output, model=model, progress=not args.no_progress)
     print(path)
     return 0
+
+
+def _html_path(output: str) -> str:
+    if not output.endswith((".html", ".htm")):
+        raise InterpError(f"the report is HTML: name it {output}.html")
+    return output
 
 
 def command_line(args: argparse.Namespace) -> str:

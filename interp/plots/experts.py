@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from interp.plots import figure
 
 
 def _heatmap(ax, table: pd.DataFrame, label: str, **kwargs) -> None:
@@ -20,7 +18,7 @@ def _heatmap(ax, table: pd.DataFrame, label: str, **kwargs) -> None:
 def load_heatmap(load: pd.DataFrame) -> Figure:
     """Layer x expert load f_i, from `expert_load`; uniform routing is the colour 1/N."""
     table = load.pivot_table(index="layer", columns="expert", values="load")
-    fig, ax = plt.subplots(figsize=(1 + 0.4 * table.shape[1], 1.5 + 0.4 * table.shape[0]))
+    fig, ax = figure(figsize=(1 + 0.4 * table.shape[1], 1.5 + 0.4 * table.shape[0]))
     # Centre the colour scale on the uniform share so over- and under-used experts stand out.
     uniform = 1 / table.shape[1]
     _heatmap(ax, table, "load (share of top-k slots)", cmap="RdBu_r", vmin=0, vmax=2 * uniform)
@@ -35,7 +33,7 @@ def coactivation_heatmap(coact: pd.DataFrame, layer: int, lift: bool = True) -> 
     g = coact[coact["layer"] == layer]
     g = g.assign(value=g["rate"] / g["expected"].where(g["expected"] > 0) if lift else g["rate"])
     table = g.pivot_table(index="expert", columns="partner", values="value")
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = figure(figsize=(7, 6))
     label = "rate / expected" if lift else "share of tokens"
     _heatmap(ax, table, label, cmap="viridis")
     ax.set(xlabel="partner", ylabel="expert", title=f"co-activation, layer {layer}")
@@ -46,7 +44,7 @@ def coactivation_heatmap(coact: pd.DataFrame, layer: int, lift: bool = True) -> 
 def domain_heatmap(domain_loads: pd.DataFrame) -> Figure:
     """Domain x expert load, one panel per layer, from `domain_load`."""
     layers = sorted(domain_loads["layer"].unique())
-    fig, axes = plt.subplots(len(layers), 1, figsize=(9, 1.2 + 1.6 * len(layers)), squeeze=False)
+    fig, axes = figure(len(layers), 1, figsize=(9, 1.2 + 1.6 * len(layers)), squeeze=False)
     for ax, layer in zip(axes[:, 0], layers):
         g = domain_loads[domain_loads["layer"] == layer]
         table = g.pivot_table(index="domain", columns="expert", values="load")

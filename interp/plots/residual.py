@@ -6,20 +6,18 @@ matplotlib Figure; nothing here touches a model.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from interp.plots import figure
 
 
 def norms_plot(deltas: pd.DataFrame) -> Figure:
     """From `deltas`: |x_l| by layer (sink apart, it is orders of magnitude off in some layers)
     and the attention / MLP writes relative to |x_l| (median over the other positions)."""
     rest, sink = deltas[~deltas["is_sink"]], deltas[deltas["is_sink"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = figure(1, 2, figsize=(11, 4))
     if not rest.empty:
         by_layer = rest.groupby("layer")
         median = by_layer["resid_norm"].median()
@@ -44,7 +42,7 @@ def lens_heatmap(lens: pd.DataFrame, tokens: list[str] | None = None) -> Figure:
     target (by default the model's final prediction at that position)."""
     table = lens.pivot_table(index="layer", columns="pos", values="prob")
     targets = lens.groupby("pos")["target"].first()
-    fig, ax = plt.subplots(figsize=(2 + 0.7 * table.shape[1], 1.5 + 0.2 * table.shape[0]))
+    fig, ax = figure(figsize=(2 + 0.7 * table.shape[1], 1.5 + 0.2 * table.shape[0]))
     image = ax.imshow(table.to_numpy(), aspect="auto", origin="lower", cmap="viridis",
                       vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
     labels = [
@@ -61,7 +59,7 @@ def dla_bar(dla: pd.DataFrame, top: int = 20) -> Figure:
     """From `direct_logit_attribution`: the `top` components by |contribution|."""
     picked = dla.reindex(dla["logit"].abs().sort_values(ascending=False).index[:top])[::-1]
     colours = np.where(picked["logit"] > 0, "tab:blue", "tab:red")
-    fig, ax = plt.subplots(figsize=(7, 1 + 0.3 * len(picked)))
+    fig, ax = figure(figsize=(7, 1 + 0.3 * len(picked)))
     ax.barh(picked["component"], picked["logit"], color=colours)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set(xlabel="direct contribution to the logit",
@@ -73,7 +71,7 @@ def dla_bar(dla: pd.DataFrame, top: int = 20) -> Figure:
 def lookups_plot(lookups: pd.DataFrame) -> Figure:
     """From `soft_lookups`: concentration (effective / available units) by layer and kind;
     attention heads as faint dots behind their median."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = figure(figsize=(8, 4))
     heads = lookups[lookups["kind"] == "attention"]
     if not heads.empty:
         per_head = heads.groupby(["layer", "unit"])["concentration"].median().reset_index()

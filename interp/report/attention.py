@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from interp.interventions import MIN_DELTA, THRESHOLD
-from interp.report import figures
-from interp.report.blocks import Pane, Section, Table, image, table, token_cell
+from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
+from interp.report.parts import Pane, Section, Table, image, table, token_cell
+from interp.runs.induction import MIN_DELTA, THRESHOLD
 
 TOP = 8  # heads listed per prompt
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from interp.analysis.coverage import TAU, TOP_MIN, UNCOVERED_MAX
-from interp.report import figures
-from interp.report.blocks import Pane, Section, Token, fmt, image, show_token, table, token_cell
+from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
+from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
 
 TOP_KEYS = 5  # most-read prompt tokens listed per prompt
 SUMMARY = {  # summary column -> row name in the numbers table and the comparison summary

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from interp.errors import InterpError
 from interp.trace import Trace
@@ -33,7 +32,7 @@ def _induction(trace: Trace, model) -> dict[str, pd.DataFrame]:
     """Per head: induction / previous-token / duplicate / copying scores on a repeated random
     probe, and whether the head counts as an induction head, by `interp induction`'s rule: a high
     score AND ablating the head alone hurts the repeat more than random heads do."""
-    from interp.interventions import induction_heads
+    from interp.runs.induction import induction_heads
 
     if model is None:
         raise Unavailable("the induction probe runs the model: pass model= (the CLI does)")
@@ -72,35 +71,18 @@ def _pilgrimage(trace: Trace, model) -> dict[str, pd.DataFrame]:
 
 def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
     """Prompt-key coverage of every prompt from the trace's attention rows, and the causal
-    check as `interp coverage` runs it: the continuation teacher-forced without and with the
-    uncovered / as many top-mass keys blocked, and the greedy continuation under each block."""
-    from interp.analysis import coverage as cv
+    check as `interp coverage` runs it (`interp.runs.coverage`)."""
+    from interp.runs.coverage import check_trace
 
-    attention = trace.query_attention
-    if attention.empty:
+    if trace.query_attention.empty:
         raise Unavailable("attention was not captured in this trace")
-    tokenizer = getattr(model, "tokenizer", None) or trace.tokenizer
-    cov = cv.coverage(attention, trace.tokens, bos_id=getattr(tokenizer, "bos_token_id", None))
+    cov, checks = check_trace(trace, model)
     out: dict[str, pd.DataFrame | str] = {
         "coverage": cov.summary, "coverage_keys": cov.keys, "coverage_layers": cov.layers,
+        "coverage_causal": checks if checks is not None
+        else "the causal check runs the model: pass model= (the CLI does)",
     }  # fmt: skip
-    if model is None:
-        out["coverage_causal"] = "the causal check runs the model: pass model= (the CLI does)"
-        return out
-    checks = [_causal(trace, model, cov, p) for p in range(len(trace.records))]
-    out["coverage_causal"] = pd.concat(checks, ignore_index=True)
     return out
-
-
-def _causal(trace: Trace, model, cov, p: int) -> pd.DataFrame:
-    """The coverage check of prompt p; with nothing generated, the greedy next token is checked."""
-    from interp.interventions import coverage_check
-
-    record = trace.records[p]
-    ids = record.ids
-    if len(ids) == record.n_prompt:
-        ids = torch.cat([ids, record.query_logits[-1].argmax()[None]])
-    return coverage_check(model, ids, record.n_prompt, cov, prompt=p)
 
 
 @dataclass(frozen=True)

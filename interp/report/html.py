@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from interp.errors import InterpError
 from interp.files import write_atomic
-from interp.report.blocks import RC, Section
 from interp.report.derived import ANALYSES, derive
 from interp.report.inputs import ReportInputs
+from interp.report.parts import RC, Section
 from interp.report.sections import SECTIONS, summary_section
 from interp.trace import Trace
 
@@ -83,20 +83,22 @@ def _build(build, inputs: ReportInputs) -> Section:
 
 
 def render(inputs: ReportInputs, sections: list[Section], title: str | None = None) -> str:
+    model = str(inputs.meta.get("model", "?"))
+    title = title or f"interp report: {model}"
+    return render_page(title, model, _runs(inputs), inputs.prompts, sections)
+
+
+def render_page(title: str, model: str, runs: list[dict], prompts, sections) -> str:
+    """The page itself: shared by the trace report and the survey report."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,  # prompts and tokens are user text: never trusted as markup
         undefined=jinja2.StrictUndefined,
     )
-    model = str(inputs.meta.get("model", "?"))
     return env.get_template("report.html.j2").render(
-        title=title or f"interp report: {model}",
-        model=model,
-        runs=_runs(inputs),
-        prompts=inputs.prompts,
-        sections=sections,
+        title=title, model=model, runs=runs, prompts=prompts, sections=sections,
         version=_version(),
-    )
+    )  # fmt: skip
 
 
 def _runs(inputs: ReportInputs) -> list[dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from interp.errors import InterpError
-from interp.report.blocks import prompt_labels
+from interp.report.parts import prompt_labels
 from interp.trace import Trace
 
 
@@ -33,7 +33,7 @@ class ReportInputs:
             raise InterpError(f"a report compares prompts on one model, got {sorted(models)}")
         self.traces = list(traces)
         self.meta = traces[0].meta
-        self.cfg: dict = self.meta["cfg"]
+        self.facts = traces[0].facts
         self._derived = list(derived)
         self._frames: dict[str, pd.DataFrame] = {}
         self.offsets: list[int] = []

@@ -6,8 +6,8 @@ import pandas as pd
 
 from interp.analysis import experts
 from interp.plots import experts as expert_plots
-from interp.report.blocks import Pane, Section, image, table
 from interp.report.inputs import ReportInputs
+from interp.report.parts import Pane, Section, image, table
 
 
 def experts_section(inputs: ReportInputs) -> Section:
@@ -22,7 +22,7 @@ def experts_section(inputs: ReportInputs) -> Section:
         "1) says how differently two prompts use the experts.",
     )
     routing = inputs.frame("routing")
-    if not inputs.cfg.get("moe_layers"):
+    if not inputs.facts.moe_layers:
         section.notes.append("Not available for this model: it has no experts (dense MLPs).")
         return section
     if routing.empty:
@@ -39,7 +39,7 @@ def experts_section(inputs: ReportInputs) -> Section:
         section.panes.append(Pane(prompt.label, tables=[table(per_layer, "per layer")]))
     summary = pd.concat(overall, ignore_index=True)
     section.tables.append(table(summary[["prompt", *summary.columns[:-1]]], "averaged over layers"))
-    middle = inputs.cfg["moe_layers"][len(inputs.cfg["moe_layers"]) // 2]
+    middle = inputs.facts.moe_layers[len(inputs.facts.moe_layers) // 2]
     coact = experts.coactivation(routing)
     section.images.append(image(expert_plots.coactivation_heatmap(coact, middle),
                                 f"co-activation at layer {middle}"))  # fmt: skip

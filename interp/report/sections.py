@@ -6,42 +6,41 @@ comparison summary). `SECTIONS` is their order in the report; the summary comes 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
-from interp.report import figures
+from interp.plots import compare as figures
 from interp.report.attention import attention_section
-from interp.report.blocks import Pane, Section, Token, fmt, image, show_token, table, token_cell
 from interp.report.coverage import coverage_section
 from interp.report.inputs import ReportInputs
 from interp.report.moe import experts_section
+from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
 from interp.report.stream import pilgrimage_section, residual_section
-from interp.sampling import kv_cache_bytes
+from interp.trace.kv_cache import kv_cache_bytes
 
 CANDIDATES = 5  # next-token candidates shown per prompt
 
 
 def model_section(inputs: ReportInputs) -> Section:
-    cfg = inputs.cfg
-    held, mha = kv_cache_bytes(SimpleNamespace(**cfg), 1)
+    cfg = inputs.facts
+    held, mha = kv_cache_bytes(cfg, 1)
     experts = (
-        f"{cfg['n_experts']} per MoE layer, top-{cfg['top_k']}, in {len(cfg['moe_layers'])} "
-        f"of {cfg['n_layers']} layers"
-        if cfg.get("moe_layers")
+        f"{cfg.n_experts} per MoE layer, top-{cfg.top_k}, in {len(cfg.moe_layers)} "
+        f"of {cfg.n_layers} layers"
+        if cfg.moe_layers
         else "none (dense MLP in every layer)"
     )
     facts = pd.DataFrame(
         [
             ("model", inputs.meta.get("model", "?")),
-            ("layers", cfg["n_layers"]),
-            ("attention heads (query)", cfg["n_heads"]),
-            ("KV heads", cfg["n_key_value_heads"]),
-            ("d_head", cfg["d_head"]),
-            ("d_model", cfg["d_model"]),
-            ("vocabulary", cfg["d_vocab"]),
-            ("context", cfg["n_ctx"]),
+            ("layers", cfg.n_layers),
+            ("attention heads (query)", cfg.n_heads),
+            ("KV heads", cfg.n_key_value_heads),
+            ("d_head", cfg.d_head),
+            ("d_model", cfg.d_model),
+            ("vocabulary", cfg.d_vocab),
+            ("context", cfg.n_ctx),
             ("experts", experts),
             ("KV cache bytes per token (float32)", held),
             ("... with one KV head per query head (MHA)", mha),

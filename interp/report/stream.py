@@ -6,10 +6,10 @@ import pandas as pd
 
 from interp.analysis.deltas import delta_summary
 from interp.analysis.lens import decision_depth
+from interp.plots import compare as figures
 from interp.plots.residual import lens_heatmap
-from interp.report import figures
-from interp.report.blocks import Pane, Section, image, table, token_cell
 from interp.report.inputs import ReportInputs
+from interp.report.parts import Pane, Section, image, table, token_cell
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
 

@@ -20,6 +20,7 @@ from interp.survey.experts import ExpertStats
 from interp.survey.heads import HeadStats
 from interp.survey.layers import LENS_EVERY, LayerStats
 from interp.survey.output import Survey, check_writable
+from interp.trace.facts import ModelFacts
 
 STATS = {"experts": ExpertStats, "heads": HeadStats, "layers": LayerStats}
 
@@ -46,10 +47,11 @@ def survey(
     `checkpoint_every` batches, and the same call after a crash resumes. Under torchrun, ranks
     split the batches and rank 0 writes.
     """
-    from interp.trace import _cfg_summary
-
     hook_names = dict.fromkeys(model.hook_dict)
-    facts = {**_cfg_summary(model, hook_names), "model": getattr(model, "interp_name", "")}
+    facts = {
+        **ModelFacts.of(model, hook_names).as_dict(),
+        "model": getattr(model, "interp_name", ""),
+    }
     stats = _check_args(model, facts, stats, seq_len, batch_size, tokens, checkpoint_every)
     out = Path(out) if out is not None else None
     if out is not None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from interp.plots import figure
 
-COLOURS = plt.get_cmap("tab10").colors
+COLOURS = matplotlib.colormaps["tab10"].colors
 WIDE = (9, 3.2)
 
 
@@ -22,7 +21,7 @@ def colour(i: int):
 def kv_bytes(curves: pd.DataFrame, measured: pd.DataFrame) -> Figure:
     """KV cache size against positions: `curves` (positions, bytes, mha_bytes) as lines,
     `measured` (positions, measured_bytes) as points from the real cache."""
-    fig, ax = plt.subplots(figsize=WIDE)
+    fig, ax = figure(figsize=WIDE)
     ax.plot(curves["positions"], curves["mha_bytes"] / 2**20, "--", c="grey", label="full MHA")
     ax.plot(curves["positions"], curves["bytes"] / 2**20, c=colour(0), label="this model")
     if not measured.empty:
@@ -36,7 +35,7 @@ def kv_bytes(curves: pd.DataFrame, measured: pd.DataFrame) -> Figure:
 
 def token_probs(tokens: pd.DataFrame, labels: list[str]) -> Figure:
     """p(token | prefix) by position; generated tokens drawn as filled dots."""
-    fig, ax = plt.subplots(figsize=WIDE)
+    fig, ax = figure(figsize=WIDE)
     for p, label in enumerate(labels):
         rows = tokens[tokens["prompt"] == p]
         prob = np.exp(rows["logprob"].to_numpy())
@@ -54,7 +53,7 @@ def token_probs(tokens: pd.DataFrame, labels: list[str]) -> Figure:
 def by_layer(per_layer: pd.DataFrame, labels: list[str]) -> Figure:
     """Left: median |x| after each layer; right: median attention and MLP write sizes.
     `per_layer` columns: prompt, layer, resid_post, attn_out, mlp_out."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (left, right) = figure(1, 2, figsize=(10, 3.4))
     for p, label in enumerate(labels):
         rows = per_layer[per_layer["prompt"] == p]
         left.plot(rows["layer"], rows["resid_post"], c=colour(p), label=label)
@@ -73,7 +72,7 @@ def by_layer(per_layer: pd.DataFrame, labels: list[str]) -> Figure:
 def head_maps(tables: list[pd.DataFrame], labels: list[str], what: str, **kwargs) -> Figure:
     """One layer x head heatmap per prompt, on a shared colour scale."""
     n = len(tables)
-    fig, axes = plt.subplots(1, n, figsize=(1.5 + 3.2 * n, 5), squeeze=False, sharey=True)
+    fig, axes = figure(1, n, figsize=(1.5 + 3.2 * n, 5), squeeze=False, sharey=True)
     image = None
     for ax, table, label in zip(axes[0], tables, labels):
         image = ax.imshow(table.to_numpy(), aspect="auto", interpolation="nearest", **kwargs)
@@ -89,7 +88,7 @@ def lens_guesses(frames: list[pd.DataFrame], labels: list[str]) -> Figure:
     """The logit lens's top-1 probability by layer at each prompt's followed position, with
     its guess written wherever a confident (p >= 0.4) guess changes (`pilgrimage` frames,
     layer rows)."""
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = figure(figsize=(10, 3.6))
     for p, (frame, label) in enumerate(zip(frames, labels)):
         ax.plot(frame["layer"], frame["top1_prob"], c=colour(p), marker=".", label=label)
         changed = frame["top1"].ne(frame["top1"].shift()) & (frame["top1_prob"] >= 0.4)
@@ -106,7 +105,7 @@ def lens_guesses(frames: list[pd.DataFrame], labels: list[str]) -> Figure:
 
 def marked_heatmap(table: pd.DataFrame, marks: list[tuple[int, int]], what: str) -> Figure:
     """Layer x head heatmap with the `marks` (layer, head) circled."""
-    fig, ax = plt.subplots(figsize=(4.5, 5))
+    fig, ax = figure(figsize=(4.5, 5))
     image = ax.imshow(table.to_numpy(), aspect="auto", interpolation="nearest", cmap="viridis",
                       vmin=0, vmax=1)  # fmt: skip
     rows, cols = list(table.index), list(table.columns)
@@ -122,7 +121,7 @@ def marked_heatmap(table: pd.DataFrame, marks: list[tuple[int, int]], what: str)
 
 def shape_journey(shapes: pd.DataFrame) -> Figure:
     """Values per token at each hook of one block, top to bottom in the order they fire."""
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.22 * len(shapes)))
+    fig, ax = figure(figsize=(8, 0.5 + 0.22 * len(shapes)))
     y = np.arange(len(shapes))
     ax.barh(y, shapes["per_token"], color=colour(0))
     for i, (n, shape) in enumerate(zip(shapes["per_token"], shapes["shape"])):
@@ -139,7 +138,7 @@ def shape_journey(shapes: pd.DataFrame) -> Figure:
 def coverage_by_layer(layers: pd.DataFrame, labels: list[str]) -> Figure:
     """Left: effective coverage (solid) and coverage (dashed) of each layer's heads; right:
     the share of attention each layer parks on the sink. `layers`: coverage_layers frame."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (left, right) = figure(1, 2, figsize=(10, 3.4))
     for p, label in enumerate(labels):
         rows = layers[layers["prompt"] == p]
         c = colour(p)

@@ -1,4 +1,4 @@
-"""Hooks that turn one forward pass into plain tensors: what `trace` records per run.
+"""The capture hooks: they turn one forward pass into plain tensors (a `Capture`).
 
 Every hook writes into a `Capture`; nothing is kept that was not asked for. Attention is
 kept in full only under a memory budget; otherwise each hook reduces its pattern on the spot
@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from interp.trace.facts import moe_layers
+
 GROUPS = {"residual", "attention", "routing", "shapes"}
 TOP_SOURCES = 3
 
 
 @dataclass
 class Capture:
-    """Tensors of one forward over a batch [B, T]; layer-major stacks are built on demand."""
+    """Tensors of one forward over a batch [B, T], per layer; `assemble` stacks them layer-major
+    after the forward."""
 
     resid_pre: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, d]
     attn_out: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -88,17 +91,6 @@ def _shape_hook(cap: Capture, name: str):
             cap.shapes.append((name, tuple(tensor.shape)))
 
     return hook
-
-
-def moe_layers(model, hook_names: Iterable[str] | None = None) -> list[int]:
-    """Layers whose MLP is a routed mixture (a dense gated MLP also has `mlp.gate`)."""
-    # The bridge rebuilds hook_dict on every access: read it once.
-    names = model.hook_dict if hook_names is None else hook_names
-    return [
-        layer
-        for layer in range(model.cfg.n_layers)
-        if f"blocks.{layer}.mlp.hook_expert_indices" in names
-    ]
 
 
 def build_hooks(

@@ -1,10 +1,13 @@
-"""The sampling boundary: logits -> a distribution -> one token, and the KV cache it leaves."""
+"""The sampling boundary: logits -> a distribution -> one token, and the rows that record it."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
+
+from interp.text import token_texts
+from interp.vocab import entropy
 
 TOP_CANDIDATES = 10
 
@@ -48,27 +51,25 @@ class Sampling:
         return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of softmax(logits) along the last axis."""
-    logp = logits.float().log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def kv_cache_bytes(cfg, positions: int, dtype_bytes: int = 4) -> tuple[int, int]:
-    """(bytes held with the model's KV heads, bytes full multi-head attention would hold).
-
-    2 (K and V) x layers x KV heads x d_head x positions x bytes; MLP and MoE layers add nothing.
-    """
-    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-    per_head = 2 * cfg.n_layers * cfg.d_head * positions * dtype_bytes
-    return per_head * n_kv, per_head * cfg.n_heads
-
-
-def measured_cache_bytes(past_key_values) -> int:
-    """Bytes actually held by a Hugging Face cache object."""
-    total = 0
-    for layer in getattr(past_key_values, "layers", []):
-        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
-    return total
+def sampling_rows(step, pos, logits, sampling: Sampling, token: int, tokenizer) -> list[dict]:
+    """The top candidates of one generation step (plus the chosen token if it ranked lower)."""
+    probs = logits.float().softmax(-1)
+    sampled = sampling.distribution(logits)
+    top = probs.topk(TOP_CANDIDATES).indices.tolist()
+    if token not in top:
+        top.append(token)
+    ent = float(entropy(logits))
+    return [
+        {
+            "step": step,
+            "pos": pos,
+            "rank": int((probs > probs[t]).sum()),
+            "token_id": t,
+            "token": text,
+            "prob": float(probs[t]),
+            "sample_prob": float(sampled[t]),
+            "chosen": t == token,
+            "entropy": ent,
+        }  # fmt: skip
+        for t, text in zip(top, token_texts(tokenizer, top))
+    ]

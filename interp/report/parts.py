@@ -12,13 +12,9 @@ import io
 import math
 from dataclasses import dataclass, field
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 # Active while sections draw (html.py): a fixed salt (with no date below) makes the same trace
 # give byte-identical figures, and tokens such as "$x$" are drawn as typed, not as math.
@@ -76,10 +72,9 @@ class Section:
 
 
 def image(fig: Figure, alt: str) -> Image:
-    """An SVG data URI of `fig` (closed afterwards, so figures never pile up)."""
+    """An SVG data URI of `fig` (built without pyplot, so nothing keeps it alive after)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight", metadata=SVG_METADATA)
-    plt.close(fig)
     return Image("data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode(), alt)
 
 

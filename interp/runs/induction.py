@@ -1,7 +1,6 @@
-"""Experiments that re-run the model with hooks an analysis built: the one place that does.
-
-Analyses stay pure (they build hooks and score frames); the CLI and the report call these
-functions with a live model, so both show the same numbers from the same code.
+"""Induction heads, found and confirmed by running the model: scores on a repeated-token probe,
+then ablations of each candidate against random heads. `interp induction`, the report and the
+experiments all call `induction_heads`.
 """
 
 from __future__ import annotations
@@ -11,45 +10,15 @@ import random
 import pandas as pd
 import torch
 
-from interp.analysis import coverage as cv
 from interp.analysis import induction as ind
 from interp.errors import InterpError
-from interp.trace import trace
+from interp.trace import ModelFacts, trace
 
 DEFAULT_SEQ_LEN = 50
 THRESHOLD = 0.4  # induction score: 40% of the attention on the one right key out of T
 MIN_DELTA = 0.1  # nats per second-copy token: the least rise that counts as "ablation matters"
 SET_RATIO = 2.0  # the top set must hurt this many times more than the worst random set
 DRAWS = 3  # random head sets per mode, and random single heads for the per-head null
-
-
-def coverage_check(model, ids: torch.Tensor, n_prompt: int, cov, prompt: int = 0) -> pd.DataFrame:
-    """Coverage's causal check for one prompt: `cv.causal_check` plus the greedy continuation
-    under each block (`greedy_when_blocked`) and the checked `continuation`.
-
-    `ids`: prompt + continuation (at least one continuation token); `cov`: the `cv.coverage` of
-    the trace whose prompt `prompt` these ids are.
-    """
-    uncovered, top = cv.blocking_sets(cov, prompt)
-    sets = {"uncovered": uncovered, "top": top}
-    queries = cv.predicting_positions(n_prompt, len(ids))
-    base = trace(model, ids, capture=())
-    blocked, greedy = {}, {}
-    for name, keys in sets.items():
-        if not keys:  # the hooks would change nothing: skip two runs, same numbers
-            blocked[name], greedy[name] = base.tokens, "(nothing blocked)"
-            continue
-        hooks = cv.blocking_hooks(keys, queries, model.cfg.n_layers)
-        blocked[name] = trace(model, ids, capture=(), fwd_hooks=hooks).tokens
-        again = trace(model, ids[:n_prompt], max_new_tokens=len(ids) - n_prompt,
-                      capture=(), fwd_hooks=hooks)  # fmt: skip
-        greedy[name] = decode(model.tokenizer, again.records[0].ids[n_prompt:])
-    check = cv.causal_check(base.tokens, blocked, sets, n_prompt)
-    return check.assign(
-        prompt=prompt,
-        continuation=decode(model.tokenizer, ids[n_prompt:]),
-        greedy_when_blocked=check["blocked"].map(greedy),
-    )
 
 
 def induction_probe(model, seq_len: int | None, batch: int, seed: int) -> dict:
@@ -69,9 +38,9 @@ def induction_probe(model, seq_len: int | None, batch: int, seed: int) -> dict:
     if seq_len is None:
         seq_len = min(DEFAULT_SEQ_LEN, room)
     if not 2 <= seq_len <= room:
-        raise InterpError(f"--seq-len must be in 2..{room}: the context holds {model.cfg.n_ctx}")
+        raise InterpError(f"seq_len must be in 2..{room}: the context holds {model.cfg.n_ctx}")
     if batch <= 0:
-        raise InterpError("--batch must be > 0")
+        raise InterpError("batch must be > 0")
     tokens = ind.repeated_tokens(batch, seq_len, seed, low, high, sink)
     return {"tokens": tokens, "seq_len": seq_len, "sink": sink, "low": low, "high": high}
 
@@ -91,14 +60,14 @@ def induction_heads(
     """
 
     if top <= 0:
-        raise InterpError("--top must be > 0")
+        raise InterpError("top must be > 0")
     if draws <= 0:
         raise InterpError("draws must be > 0")
     settings = induction_probe(model, seq_len, batch, seed)
     tokens, seq_len = settings.pop("tokens"), settings["seq_len"]
     has_sink = settings["sink"] is not None
     cfg = model.cfg
-    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    n_kv = ModelFacts.of(model).n_key_value_heads
     score_hooks, head_scores = ind.score_hooks(cfg.n_layers, seq_len, has_sink, n_kv)
     z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)]
     base = trace(model, tokens, capture=z_names, fwd_hooks=score_hooks)
@@ -165,10 +134,3 @@ def _heads(frame) -> list[tuple[int, int]]:
 def _losses(run, seq_len: int, has_sink: bool) -> dict[str, float]:
     logprobs = torch.stack([record.logprob for record in run.records])
     return ind.icl_losses(logprobs, seq_len, has_sink)
-
-
-def decode(tokenizer, ids: torch.Tensor) -> str:
-    """Text of `ids`, or the ids themselves for token-only models."""
-    if tokenizer is None:
-        return " ".join(map(str, ids.tolist()))
-    return tokenizer.decode(ids.tolist())

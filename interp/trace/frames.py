@@ -1,0 +1,202 @@
+"""Captured tensors -> tidy long-form frames (one row per prompt/layer/head/position/...).
+
+Column names are shared across the package so frames join: prompt, pos, token, layer, head,
+kv_head, expert, stage, step, query, key; values norm, weight, prob, entropy, mass.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.errors import InterpError
+from interp.text import token_texts
+from interp.vocab import long_frame
+
+STAGES = ["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"]
+ROW_BYTES = 80  # one attention-frame row: 7 columns of 8 bytes, plus pandas' overhead
+
+
+def check_fits(n_bytes: float, what: str) -> None:
+    """Refuse, in one line, what would not fit in the memory this machine has free."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not every platform says
+        return
+    if n_bytes > free:
+        raise InterpError(
+            f"{what} would take {n_bytes / 2**30:.1f} GiB; {free / 2**30:.1f} GiB is free"
+        )
+
+
+def _texts(trace, ids) -> np.ndarray:
+    return np.array(token_texts(trace.tokenizer, ids), dtype=object)
+
+
+def tokens_frame(trace) -> pd.DataFrame:
+    out = []
+    for p, r in enumerate(trace.records):
+        out.append(pd.DataFrame({
+            "prompt": p, "pos": np.arange(len(r.ids)), "token_id": r.ids.numpy(),
+            "token": _texts(trace, r.ids), "generated": np.arange(len(r.ids)) >= r.n_prompt,
+            "logprob": r.logprob.numpy(), "entropy": r.entropy.numpy(),
+        }))  # fmt: skip
+    return pd.concat(out, ignore_index=True)
+
+
+def residual_frame(trace) -> pd.DataFrame:
+    out = []
+    for p, r in enumerate(trace.records):
+        if "resid" not in r.tensors:
+            continue
+        resid, attn, mlp = r.tensors["resid"], r.tensors["attn_out"], r.tensors["mlp_out"]
+        stacks = [resid[:-1], attn, resid[:-1] + attn, mlp, resid[1:]]
+        norms = torch.stack([s.norm(dim=-1) for s in stacks], dim=1)
+        grid = long_frame(norms, "layer stage pos", "norm")
+        grid["stage"] = np.array(STAGES)[grid["stage"]]
+        grid.insert(0, "prompt", p)
+        grid["token"] = _texts(trace, r.ids)[grid["pos"]]
+        out.append(grid)
+    return _concat(out, ["prompt", "pos", "token", "layer", "stage", "norm"])
+
+
+def _per_head(trace, name: str, value: str, axis_name: str) -> pd.DataFrame:
+    out = []
+    for p, r in enumerate(trace.records):
+        if name not in r.tensors:
+            continue
+        grid = long_frame(r.tensors[name], f"layer head {axis_name}", value)
+        grid.insert(0, "prompt", p)
+        grid.insert(3, "kv_head", trace.facts.kv_head(grid["head"].to_numpy()))
+        out.append(grid)
+    return _concat(out, ["prompt", "layer", "head", "kv_head", axis_name, value])
+
+
+def attention_summary_frame(trace) -> pd.DataFrame:
+    """Attention mass each key receives, summed over all queries (streaming-safe)."""
+    return _per_head(trace, "key_mass", "mass", "key")
+
+
+def query_entropy_frame(trace) -> pd.DataFrame:
+    return _per_head(trace, "query_entropy", "entropy", "query")
+
+
+def _rows_frame(trace, rows_of) -> pd.DataFrame:
+    out = []
+    for p, r in enumerate(trace.records):
+        picked = rows_of(r)
+        if picked is None:
+            continue
+        t, queries = picked  # [layer head query key]
+        grid = long_frame(t, "layer head query key", "weight")
+        grid["query"] = np.asarray(queries)[grid["query"]]
+        grid = grid[grid["key"] <= grid["query"]]
+        grid.insert(0, "prompt", p)
+        grid.insert(3, "kv_head", trace.facts.kv_head(grid["head"].to_numpy()))
+        out.append(grid)
+    return _concat(out, ["prompt", "layer", "head", "kv_head", "query", "key", "weight"])
+
+
+def attention_frame(trace) -> pd.DataFrame:
+    """Every attention weight (only when full patterns were kept); refused when the frame, one
+    row per (layer, head, query, key <= query), would not fit in free memory."""
+    f = trace.facts
+    cells = sum(
+        len(r.ids) * (len(r.ids) + 1) // 2 for r in trace.records if "patterns" in r.tensors
+    )
+    check_fits(cells * f.n_layers * f.n_heads * ROW_BYTES,
+               "trace.attention (read trace.tensor('patterns') instead)")  # fmt: skip
+
+    def rows(r):
+        if "patterns" not in r.tensors:
+            return None
+        return r.tensors["patterns"], range(r.tensors["patterns"].shape[2])
+
+    return _rows_frame(trace, rows)
+
+
+def query_attention_frame(trace) -> pd.DataFrame:
+    """Full attention rows of the query positions (last prompt token, generated tokens)."""
+
+    def rows(r):
+        return (r.tensors["query_rows"], r.query_positions) if "query_rows" in r.tensors else None
+
+    return _rows_frame(trace, rows)
+
+
+ROUTING_COLUMNS = ["prompt", "pos", "token", "layer", "expert", "logit", "prob", "selected",
+                   "rank", "weight"]  # fmt: skip
+
+
+def routing_rows(
+    router_logits: torch.Tensor,
+    top_k: int,
+    tokens,
+    layers=None,
+    renormalise_top_k: bool = False,
+    prompt: int = 0,
+) -> pd.DataFrame:
+    """One prompt's routing frame from its router logits [layer pos expert] (softmax routers).
+
+    prob: softmax over all experts; rank 0 = most likely; selected: in the top k; weight: what
+    the expert's output was scaled by (0 unselected; renormalised to sum 1 where the model
+    does). `layers`: the layer number of each row of `router_logits` (default 0, 1, ...).
+    """
+    logits = router_logits.float()
+    probs = logits.softmax(-1)
+    rank = probs.argsort(-1, descending=True).argsort(-1)
+    selected = rank < top_k
+    weight = probs * selected
+    if renormalise_top_k:
+        weight = weight / weight.sum(-1, keepdim=True)
+    grid = long_frame(logits, "layer pos expert", "logit")
+    if layers is not None:
+        grid["layer"] = np.asarray(layers)[grid["layer"]]
+    grid["token"] = np.asarray(tokens, dtype=object)[grid["pos"]]
+    for name, t in [("prob", probs), ("selected", selected), ("rank", rank), ("weight", weight)]:
+        grid[name] = t.reshape(-1).numpy()
+    grid["prompt"] = prompt
+    return grid[ROUTING_COLUMNS]
+
+
+def routing_frame(trace) -> pd.DataFrame:
+    facts = trace.facts
+    out = [
+        routing_rows(r.tensors["router_logits"], facts.top_k, _texts(trace, r.ids),
+                     facts.moe_layers, facts.renormalise_top_k, prompt=p)
+        for p, r in enumerate(trace.records)
+        if "router_logits" in r.tensors
+    ]  # fmt: skip
+    return _concat(out, ROUTING_COLUMNS)
+
+
+def _records_frame(trace, attr: str) -> pd.DataFrame:
+    rows = [{"prompt": p, **row} for p, r in enumerate(trace.records) for row in getattr(r, attr)]
+    return pd.DataFrame(rows)
+
+
+def shapes_frame(trace) -> pd.DataFrame:
+    return pd.DataFrame(trace.meta.get("shapes", []), columns=["hook", "shape", "dims"])
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+BUILDERS = {
+    "tokens": tokens_frame,
+    "residual": residual_frame,
+    "attention": attention_frame,
+    "attention_summary": attention_summary_frame,
+    "query_entropy": query_entropy_frame,
+    "query_attention": query_attention_frame,
+    "routing": routing_frame,
+    "sampling": lambda trace: _records_frame(trace, "sampling"),
+    "kv_cache": lambda trace: _records_frame(trace, "kv_cache"),
+    "shapes": shapes_frame,
+}

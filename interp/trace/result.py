@@ -1,0 +1,99 @@
+"""`Trace`: what one run captured, as long-form frames and per-prompt tensors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from interp.errors import InterpError
+from interp.trace import frames
+from interp.trace.facts import ModelFacts
+
+
+@dataclass
+class PromptRecord:
+    """Everything captured for one prompt (and its continuation), positions 0..T-1."""
+
+    ids: torch.Tensor  # [pos]
+    n_prompt: int
+    logprob: torch.Tensor  # [pos] log p(token | prefix); nan at 0
+    entropy: torch.Tensor  # [pos] entropy of the distribution that predicted the token
+    query_positions: list[int]
+    query_logits: torch.Tensor  # [query vocab]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    sampling: list[dict] = field(default_factory=list)
+    kv_cache: list[dict] = field(default_factory=list)
+
+
+class Trace:
+    """Captured data: long-form frames (see `FRAMES`) and per-prompt tensors."""
+
+    FRAMES = frames.BUILDERS
+
+    def __init__(self, records, meta: dict, model=None, saved_frames: dict | None = None):
+        self.records: list[PromptRecord] = records
+        self.meta = meta
+        self._frames: dict[str, pd.DataFrame] = dict(saved_frames or {})
+        self.tokenizer = getattr(model, "tokenizer", None)
+        # References (no copies) to what analyses need to read the stream out as logits.
+        self.readout = (lambda x: model.unembed(model.ln_final(x))) if model is not None else None
+        self._model = model
+
+    @functools.cached_property
+    def facts(self) -> ModelFacts:
+        return ModelFacts.from_dict(self.meta["cfg"])
+
+    @functools.cached_property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """W_O [layer head d_head d_model], W_U [d_model vocab], b_U [vocab]; built on first use
+        (stacking 30 layers' W_O costs as much as a short forward pass). Empty when loaded."""
+        if self._model is None:
+            return {}
+        return {"W_O": self._model.W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
+
+    def frame(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            if not self.records:
+                raise InterpError(f"this saved trace has no '{name}' frame")
+            reason = self.meta.get("empty_frames", {}).get(name)
+            if reason:
+                warnings.warn(f"trace.{name} is empty: {reason}", stacklevel=3)
+            self._frames[name] = frames.BUILDERS[name](self)
+        return self._frames[name]
+
+    def __getattr__(self, name: str):
+        if name in frames.BUILDERS:
+            return self.frame(name)
+        raise AttributeError(name)
+
+    def tensor(self, name: str, prompt: int = 0) -> torch.Tensor:
+        try:
+            return self.records[prompt].tensors[name]
+        except (IndexError, KeyError):
+            raise InterpError(f"no tensor '{name}' captured for prompt {prompt}") from None
+
+    def save(self, directory: str | Path) -> Path:
+        """Frames as parquet + meta as JSON: enough to rebuild reports without the model."""
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for name in frames.BUILDERS:
+                self.frame(name).to_parquet(directory / f"{name}.parquet", index=False)
+            (directory / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
+        except OSError as exc:
+            raise InterpError(f"cannot write the trace to {directory}: {exc.strerror}") from None
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Trace:
+        directory = Path(directory)
+        if not (directory / "meta.json").is_file():
+            raise InterpError(f"{directory} holds no saved trace (meta.json missing)")
+        saved = {p.stem: pd.read_parquet(p) for p in directory.glob("*.parquet")}
+        return cls([], json.loads((directory / "meta.json").read_text()), saved_frames=saved)

@@ -1,0 +1,289 @@
+"""`trace(model, prompts)`: run once (or generate), capture only what is asked, hand back data.
+
+The trace is the one way data leaves the model. Analyses read its frames and tensors; the only
+way back into the model is `fwd_hooks` (TL-style (hook name, fn) pairs, e.g. ablations),
+declared up front and active for the whole run. Which forwards a hook sees: one over the
+padded prompt batch [batch pos ...], then, when generating, one per new token over that token
+alone [1 1 ...] (the keys come from the KV cache). The capture hooks run after the user's at
+every hook point, so the trace records what the model actually used.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from interp.errors import InterpError
+from interp.prompts import encode
+from interp.trace import assemble, frames, hooks
+from interp.trace.facts import ModelFacts
+from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
+from interp.trace.result import PromptRecord, Trace
+from interp.trace.sampling import Sampling, sampling_rows
+from interp.vocab import Hook, entropy, log_probs
+
+DEFAULT_CAPTURE = ("residual", "attention", "routing", "shapes")
+QUERY_POSITIONS = ("last", "all")
+
+
+def trace(
+    model,
+    prompts: str | Sequence[str] | torch.Tensor | Sequence[torch.Tensor],
+    *,
+    max_new_tokens: int = 0,
+    sampling: Sampling | None = None,
+    capture: Iterable[str] = DEFAULT_CAPTURE,
+    fwd_hooks: Sequence[Hook] = (),
+    attention_budget_mb: float = 256,
+    query_positions: str = "last",
+) -> Trace:
+    """Run `model` on `prompts` and capture `capture` (groups or TL hook names).
+
+    Groups: residual (resid_pre / attn_out / mlp_out / resid_post and per-head z), attention
+    (patterns, or streaming reductions past the budget), routing (MoE router logits), shapes.
+    `query_positions`: "last" keeps full attention rows for the last prompt position and every
+    generated one; "all" keeps every row (that is, full patterns).
+    """
+    sampling = sampling or Sampling()
+    if max_new_tokens < 0:
+        raise InterpError("max_new_tokens must be >= 0")
+    if query_positions not in QUERY_POSITIONS:
+        raise InterpError(
+            f"query_positions must be one of {QUERY_POSITIONS}, not {query_positions!r}"
+        )
+    # The bridge rebuilds hook_dict on every access (~1 ms): read it once per trace.
+    hook_names = dict.fromkeys(model.hook_dict)
+    groups, raw = _parse_capture(hook_names, capture)
+    user_hooks = _checked_hooks(hook_names, fwd_hooks)
+    sequences = _sequences(model, prompts)
+    facts = ModelFacts.of(model, hook_names)
+    longest = max(len(s) for s in sequences) + max_new_tokens
+    if longest > facts.n_ctx:
+        raise InterpError(f"prompt + continuation is {longest} tokens; context is {facts.n_ctx}")
+    full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
+    keep_full = "attention" in groups and (
+        query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
+    )
+    if keep_full and query_positions == "all":
+        frames.check_fits(full_bytes, "the full attention patterns")
+    run = _Runner(model, hook_names, groups, raw, user_hooks, keep_full)
+    with torch.no_grad():
+        if max_new_tokens == 0:
+            records = run.forward_batch(sequences)
+        else:
+            records = [run.generate(ids, max_new_tokens, sampling) for ids in sequences]
+    meta = {
+        "model": getattr(model, "interp_name", model.cfg.model_name),
+        "cfg": facts.as_dict(),
+        "capture": sorted(groups) + raw,
+        "max_new_tokens": max_new_tokens,
+        "sampling": sampling.as_dict(),
+        "full_attention": keep_full,
+        "shapes": run.shapes,
+        "command": None,  # set by the CLI, which has one
+    }
+    if "attention" in groups and not keep_full:
+        meta["empty_frames"] = {"attention": (
+            f"full patterns ({full_bytes / 2**20:.0f} MB) exceed attention_budget_mb="
+            f"{attention_budget_mb:g}; read query_attention, attention_summary, or trace with "
+            "query_positions='all'")}  # fmt: skip
+    return Trace(records, meta, model=model)
+
+
+def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:
+    if isinstance(capture, str):
+        capture = [capture]
+    groups, raw = set(), []
+    for name in capture:
+        if name in hooks.GROUPS:
+            groups.add(name)
+        elif name in hook_names:
+            raw.append(name)
+        else:
+            raise InterpError(
+                f"unknown capture {name!r}: use one of {sorted(hooks.GROUPS)} or a hook name"
+                f"{_close(name, hook_names, ' such as blocks.0.attn.hook_pattern')}"
+            )
+    return groups, raw
+
+
+def _close(name: str, hook_names, otherwise: str = "") -> str:
+    matches = difflib.get_close_matches(name, list(hook_names), n=3)
+    return f" (did you mean {', '.join(matches)}?)" if matches else otherwise
+
+
+def _checked_hooks(hook_names, fwd_hooks: Sequence[Hook]) -> list[Hook]:
+    """The user's hooks, each wrapped so a failure names the hook and the forward it failed on."""
+    out = []
+    for item in fwd_hooks:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and callable(item[1])):
+            raise InterpError("fwd_hooks must be (hook name, function) pairs")
+        name, fn = item
+        if name not in hook_names:
+            raise InterpError(f"fwd_hooks: no hook point {name!r}{_close(name, hook_names)}")
+        out.append((name, _guarded(name, fn)))
+    return out
+
+
+def _guarded(name: str, fn):
+    def hook(tensor, hook):
+        try:
+            return fn(tensor, hook)
+        except (IndexError, RuntimeError, ValueError) as exc:
+            raise InterpError(
+                f"fwd_hooks: {name} failed on a tensor of shape {list(tensor.shape)} ({exc}); "
+                "when generating, hooks also see one forward per new token, of one position"
+            ) from exc
+
+    return hook
+
+
+def _sequences(model, prompts) -> list[torch.Tensor]:
+    if isinstance(prompts, torch.Tensor):
+        prompts = list(prompts) if prompts.ndim == 2 else [prompts]
+    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not items:
+        raise InterpError("no prompts given")
+    if isinstance(items[0], torch.Tensor):
+        for ids in items:
+            if ids.numel() == 0:
+                raise InterpError("the prompt is empty")
+            if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
+                raise InterpError(f"token ids must lie in [0, {model.cfg.d_vocab})")
+        return [ids.long() for ids in items]
+    return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
+
+
+class _Runner:
+    """Forward passes with the capture hooks installed; assembles PromptRecords."""
+
+    def __init__(self, model, hook_names, groups, raw, user_hooks, keep_full):
+        self.model, self.hook_names, self.raw = model, hook_names, raw
+        self.groups = set(groups)  # shapes are read from the first forward only
+        self.user_hooks, self.keep_full = user_hooks, keep_full
+        self.shapes: list = []
+
+    def _forward(self, ids, rows, past=None, lengths=None):
+        captured = hooks.Capture()
+        lengths = lengths or [ids.shape[1]] * ids.shape[0]
+        capture_hooks = hooks.build_hooks(
+            self.model, captured, self.groups, ids.shape[0], self.keep_full, rows, lengths,
+            self.hook_names,
+        )  # fmt: skip
+        raw_store: dict[str, torch.Tensor] = {}
+        for name in self.raw:
+            # Stored under the name asked for: TL aliases resolve to another hook.name.
+            capture_hooks.append(
+                (name, lambda t, hook, name=name: raw_store.__setitem__(name, t.detach().clone()))
+            )
+        # The user's hooks first: what is captured is what the model used.
+        with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
+            if past is None:
+                logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
+            else:
+                logits, past = self.model(ids, return_type="logits_and_cache", past_key_values=past)
+        if captured.shapes:  # one block's shapes, once, from the first forward
+            self.groups.discard("shapes")
+            self.shapes = [
+                (name, list(shape), hooks.dims_of(shape, self.model.cfg, *ids.shape))
+                for name, shape in captured.shapes
+            ]
+        return captured, raw_store, logits, past
+
+    def forward_batch(self, sequences: list[torch.Tensor]) -> list[PromptRecord]:
+        # Right padding: causal attention never lets a real token see the pads after it.
+        lengths = [len(s) for s in sequences]
+        ids = torch.zeros(len(sequences), max(lengths), dtype=torch.long)
+        for b, seq in enumerate(sequences):
+            ids[b, : len(seq)] = seq
+        rows = torch.tensor([[n - 1] for n in lengths])
+        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths)
+        records = []
+        for b, n in enumerate(lengths):
+            last = b == len(lengths) - 1
+            tensors = assemble.slice_capture(captured, b, n, self.model, release=last)
+            tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
+            logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
+            query_logits = logits[b, n - 1 : n].clone()
+            records.append(
+                PromptRecord(ids[b, :n].clone(), n, logprob, ent, [n - 1], query_logits, tensors)
+            )
+        return records
+
+    def generate(self, prompt: torch.Tensor, steps: int, sampling: Sampling) -> PromptRecord:
+        generator = torch.Generator().manual_seed(sampling.seed)
+        n0 = len(prompt)
+        captured, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
+        parts = [assemble.slice_capture(captured, 0, n0, self.model, release=True)]
+        raw_parts = {name: [t[0]] for name, t in raw.items()}
+        ids, step_logits = prompt.tolist(), [logits[0, -1]]
+        logprob, ent = _token_stats(logits[0], prompt)
+        logprobs, entropies = list(logprob), list(ent)
+        record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], logits[0, -1:], {})
+        facts = ModelFacts.of(self.model, self.hook_names)
+        for step in range(1, steps + 1):
+            last = step_logits[-1]
+            token = sampling.choose(last, generator)
+            record.sampling += sampling_rows(
+                step, len(ids), last, sampling, token, self.model.tokenizer
+            )
+            logprobs.append(log_probs(last)[token])
+            entropies.append(entropy(last))
+            ids.append(token)
+            captured, raw_step, logits, past = self._forward(
+                torch.tensor([[token]]), torch.tensor([[0]]), past
+            )
+            parts.append(
+                assemble.slice_capture(captured, 0, 1, self.model, keys=len(ids), release=True)
+            )
+            for name, t in raw_step.items():
+                raw_parts[name].append(t[0])
+            step_logits.append(logits[0, -1])
+            held, mha = kv_cache_bytes(facts, len(ids))
+            record.kv_cache.append({
+                "step": step, "positions": len(ids), "bytes": held, "mha_bytes": mha,
+                "measured_bytes": measured_cache_bytes(past),
+            })  # fmt: skip
+        record.ids = torch.tensor(ids)
+        record.logprob, record.entropy = torch.stack(logprobs), torch.stack(entropies)
+        record.query_positions = list(range(n0 - 1, len(ids)))
+        record.query_logits = torch.stack(step_logits)
+        record.tensors = assemble.concat_steps(parts, len(ids))
+        record.tensors.update({name: _join_steps(name, ts) for name, ts in raw_parts.items()})
+        return record
+
+
+def _is_pattern(name: str) -> bool:
+    # TL's [batch, head, query, key] hooks; every other hook is [batch, pos, ...].
+    return name.endswith(("hook_pattern", "hook_attn_scores"))
+
+
+def _positions(name: str, t: torch.Tensor, n: int) -> torch.Tensor:
+    """One prompt's raw capture (batch axis gone) cut to its n real positions."""
+    return t[:, :n, :n] if _is_pattern(name) else t[:n]
+
+
+def _join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
+    """A raw capture over prompt + generated tokens, as if from one forward pass.
+
+    Each KV-cache step sees one query; attention rows are zero-padded to the final key count.
+    """
+    if not _is_pattern(name):
+        return torch.cat(steps, dim=0)
+    keys = steps[-1].shape[-1]
+    return torch.cat([F.pad(t, (0, keys - t.shape[-1])) for t in steps], dim=-2)
+
+
+def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p of each token given its prefix, and the entropy of the predicting distribution."""
+    chosen, ent = [], []
+    # In row chunks: a [pos vocab] log_softmax and its exp would triple the logits' memory.
+    for start in range(0, len(ids) - 1, 256):
+        logp = log_probs(logits[start : start + 256])[: len(ids) - 1 - start]
+        chosen.append(logp.gather(-1, ids[start + 1 : start + 257, None])[:, 0])
+        ent.append(-(logp.exp() * logp).sum(-1))
+    nan = torch.tensor([float("nan")])
+    return torch.cat([nan, *chosen]), torch.cat([nan, *ent])

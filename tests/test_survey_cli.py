@@ -108,8 +108,7 @@ def test_kill_and_resume_gives_identical_counts(corpus_file, uninterrupted, tmp_
     checkpoints = tmp_path / ".survey.checkpoint"
     deadline = time.time() + 120
     while not list(checkpoints.glob("*.pt")) and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # a few batches past the first checkpoint
+        time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -56,8 +56,9 @@ class ExpertStats:
         self.batch, self.selected = batch, {}
         self.rows = batch.valid.flatten()
         self.ids = batch.ids.flatten()[self.rows]
-        # Per routed token: which (domain, half) cell it counts in.
-        self.cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
+        # Per routed token: a one-hot of the (domain, half) cell it counts in.
+        cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
+        self.cell = torch.nn.functional.one_hot(cell, self.domain.shape[0] * 2).float()
         self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
     def _router(self, i: int):
@@ -85,13 +86,14 @@ class ExpertStats:
             rows = self.batch.ids.shape
             per_pos = onehot.view(*rows, -1)
             self.shared[i] += (per_pos[:, 1:] * per_pos[:, :-1]).sum().long()
-            cells = torch.zeros(self.domain.shape[0] * 2, self.n_experts, device=chosen.device)
-            cells.index_add_(0, self.cell, onehot)
+            cells = self.cell.T @ onehot  # [domain * half, E]
             self.domain[:, :, i] += cells.view(-1, 2, self.n_experts).long()
-            real = chosen[self.rows]
-            flat = self.tokens[i].view(-1)
-            index = real * flat.new_tensor(self.tokens.shape[-1]) + self.ids[:, None]
-            flat.index_add_(0, index.flatten(), torch.ones_like(index.flatten()))
+            # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
+            vocab = self.tokens.shape[-1]
+            pairs = (chosen[self.rows] * vocab + self.ids[:, None]).flatten()
+            self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
+                self.n_experts, vocab
+            )
 
         return hook
 

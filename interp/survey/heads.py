@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.analysis.induction import natural_text_scores
+from interp.analysis.induction import natural_text_scores, text_masks
 from interp.survey.accumulators import Accumulators
 from interp.survey.batch import Batch
 
@@ -19,18 +19,18 @@ class HeadStats:
         self.n_kv = facts["n_key_value_heads"]
         self.sums = {s: acc.sums(f"head_{s}_sum", self.n_layers, self.n_heads) for s in SCORES}
         self.queries = {s: acc.counts(f"head_{s}_queries", self.n_layers) for s in SCORES}
-        self.batch: Batch | None = None
+        self.masks: dict[str, torch.Tensor] = {}
 
     def hooks(self) -> list[tuple[str, object]]:
         return [(f"blocks.{layer}.attn.hook_pattern", self._hook(layer))
                 for layer in range(self.n_layers)]  # fmt: skip
 
     def start(self, batch: Batch) -> None:
-        self.batch = batch
+        self.masks = text_masks(batch.ids, batch.valid)
 
     def _hook(self, layer: int):
         def hook(pattern: torch.Tensor, hook) -> None:
-            scores = natural_text_scores(pattern, self.batch.ids, self.batch.valid)
+            scores = natural_text_scores(pattern, self.masks)
             for name, (total, queries) in scores.items():
                 self.sums[name][layer] += total
                 self.queries[name][layer] += queries

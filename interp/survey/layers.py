@@ -52,7 +52,7 @@ class LayerStats:
         self.tokens += batch.valid.sum()
 
     def _norms(self, x: torch.Tensor) -> torch.Tensor:
-        return x.detach()[self.batch.valid].float().norm(dim=-1)
+        return x.detach().float().norm(dim=-1)[self.batch.valid]
 
     def _resid(self, layer: int):
         def hook(x: torch.Tensor, hook) -> None:

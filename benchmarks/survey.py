@@ -66,6 +66,9 @@ def main() -> None:
             t_plain.append(_timed(plain))
             t_survey.append(_timed(survey))
         plain_rate, survey_rate = tokens / min(t_plain), tokens / min(t_survey)
+        # Warm-up at 10 N: bounded caches (the tokenizer's word cache, the allocator's pools)
+        # fill up once, so the two measurements below compare the survey's own growth.
+        survey(10 * tokens)
         small = peak_rss_above(lambda: survey(tokens))
         large = peak_rss_above(lambda: survey(10 * tokens))
     print(f"model {args.model}, {tokens:,} tokens, seq_len {args.seq_len}, batch "

@@ -13,7 +13,7 @@ import torch
 import interp
 from interp.analysis import experts as ex
 from interp.corpus import documents
-from interp.survey.data import Corpus, bos_token, windows
+from interp.survey.data import PIECE_CHARS, Corpus, _encode, _pieces, bos_token, windows
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +183,16 @@ def test_sums_are_mergeable(moe, corpus_file, surveyed):
     hist = surveyed.tables["norm_histograms"]
     per_stage = hist.groupby(["stage", "layer"])["count"].sum()
     assert (per_stage == surveyed.meta["tokens"]).all()
+
+
+def test_long_documents_tokenize_in_pieces_exactly(moe):
+    """Long documents are tokenized piecewise (memory follows the piece, not the document);
+    the pieces' tokens are the whole document's."""
+    long = [t for t in documents("code", "validation") if len(t) > 3 * PIECE_CHARS]
+    assert long
+    for text in long:
+        pieces = list(_pieces(text, True))
+        assert len(pieces) > 1 and "".join(pieces) == text
+        assert [i for p in pieces for i in _encode(moe.tokenizer, p)] == _encode(
+            moe.tokenizer, text
+        )

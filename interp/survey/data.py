@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,9 +155,10 @@ def _read_datasets(path: Path) -> Iterator[tuple[str, str]]:
 def windows(corpus: Corpus, tokenizer, seq_len: int, bos: int | None, tokens: int | None):
     """Windows of at most `seq_len` tokens in corpus order; `tokens` caps the total."""
     index, total, chars = 0, 0, 0
+    pieces = _splits_cleanly(tokenizer)
     for domain, text in corpus.documents():
         chars += len(text)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = [i for piece in _pieces(text, pieces) for i in _encode(tokenizer, piece)]
         ids = ([bos] if bos is not None else []) + ids
         for start in range(0, len(ids), seq_len):
             chunk = ids[start : start + seq_len]
@@ -168,6 +170,36 @@ def windows(corpus: Corpus, tokenizer, seq_len: int, bos: int | None, tokens: in
             index, total = index + 1, total + len(chunk)
             if tokens is not None and total >= tokens:
                 return
+
+
+PIECE_CHARS = 8192  # a long document is tokenized in pieces: memory follows the piece
+_BOUNDARY = re.compile(r"(?<=\S)\n(?=\S)")  # a lone line break between non-blanks
+_PROBE = "x = 1\nif y:\n    z(2)\nword after word\n\nnext paragraph\n)\n"
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _splits_cleanly(tokenizer) -> bool:
+    """Whether cutting text at `_BOUNDARY` leaves its tokens unchanged (true of byte-level
+    BPE; a SentencePiece tokenizer that adds a prefix space to every call is not)."""
+    cuts = [m.end() for m in _BOUNDARY.finditer(_PROBE)]
+    parts = [_PROBE[a:b] for a, b in zip([0, *cuts], [*cuts, len(_PROBE)])]
+    return [i for part in parts for i in _encode(tokenizer, part)] == _encode(tokenizer, _PROBE)
+
+
+def _pieces(text: str, split: bool) -> Iterator[str]:
+    """`text` in pieces of about PIECE_CHARS, cut only after a lone line break."""
+    if not split or len(text) <= PIECE_CHARS:
+        yield text
+        return
+    start = 0
+    for match in _BOUNDARY.finditer(text):
+        if match.end() - start >= PIECE_CHARS:
+            yield text[start : match.end()]
+            start = match.end()
+    yield text[start:]
 
 
 def bos_token(model) -> int | None:

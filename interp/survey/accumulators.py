@@ -29,16 +29,6 @@ class Accumulators:
         self.tensors[name] = torch.zeros(shape, dtype=dtype, device=self.device)
         return self.tensors[name]
 
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self.tensors[name]
-
-    def merge(self, other: Accumulators) -> None:
-        """Add `other` in place (same names and shapes)."""
-        if self.tensors.keys() != other.tensors.keys():
-            raise ValueError("accumulators of different surveys cannot be merged")
-        for name, t in self.tensors.items():
-            t += other.tensors[name].to(t.device)
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: t.cpu() for name, t in self.tensors.items()}
 

@@ -18,10 +18,6 @@ class Batch:
     half: torch.Tensor  # [batch] 0 or 1: the split-half a window belongs to
     pairs: torch.Tensor  # [batch, pos - 1] bool: (t, t + 1) both real tokens
 
-    @property
-    def tokens(self) -> int:
-        return int(self.valid.sum())
-
 
 def split_half(window_index: int, seed: int) -> int:
     """A window's half for the split-half noise, fixed by the seed (not by rank or batch)."""

@@ -48,7 +48,9 @@ class LayerStats:
     def start(self, batch: Batch) -> None:
         self.batch, self.lens = batch, {}
         self.sampled = batch.valid.clone()
-        self.sampled[:, torch.arange(batch.valid.shape[1]) % LENS_EVERY != 0] = False
+        self.sampled[
+            :, torch.arange(batch.valid.shape[1], device=batch.valid.device) % LENS_EVERY != 0
+        ] = False
         self.tokens += batch.valid.sum()
 
     def _norms(self, x: torch.Tensor) -> torch.Tensor:

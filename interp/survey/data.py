@@ -155,13 +155,22 @@ def _read_datasets(path: Path) -> Iterator[tuple[str, str]]:
 def windows(corpus: Corpus, tokenizer, seq_len: int, bos: int | None, tokens: int | None):
     """Windows of at most `seq_len` tokens in corpus order; `tokens` caps the total."""
     index, total, chars = 0, 0, 0
-    pieces = _splits_cleanly(tokenizer)
+    split = _splits_cleanly(tokenizer)
+
+    def doc_windows(text: str) -> Iterator[list[int]]:
+        # Cut every seq_len tokens from the document's start, piece by piece as it is read.
+        ids = [bos] if bos is not None else []
+        for piece in _pieces(text, split):
+            ids += _encode(tokenizer, piece)
+            while len(ids) >= seq_len:
+                yield ids[:seq_len]
+                ids = ids[seq_len:]
+        if ids:
+            yield ids
+
     for domain, text in corpus.documents():
         chars += len(text)
-        ids = [i for piece in _pieces(text, pieces) for i in _encode(tokenizer, piece)]
-        ids = ([bos] if bos is not None else []) + ids
-        for start in range(0, len(ids), seq_len):
-            chunk = ids[start : start + seq_len]
+        for chunk in doc_windows(text):
             if tokens is not None:
                 chunk = chunk[: tokens - total]
             if len(chunk) == 0:
@@ -173,8 +182,8 @@ def windows(corpus: Corpus, tokenizer, seq_len: int, bos: int | None, tokens: in
 
 
 PIECE_CHARS = 8192  # a long document is tokenized in pieces: memory follows the piece
-_BOUNDARY = re.compile(r"(?<=\S)\n(?=\S)")  # a lone line break between non-blanks
-_PROBE = "x = 1\nif y:\n    z(2)\nword after word\n\nnext paragraph\n)\n"
+_BOUNDARY = re.compile(r"\s(?=\S)")  # cut before the last blank of a run: a pre-token edge
+_PROBE = "x = 1\nif y:\n    z(2)  # don't\n\n\ndef f():\n\treturn 3.5\nword after word\n"
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -184,21 +193,20 @@ def _encode(tokenizer, text: str) -> list[int]:
 def _splits_cleanly(tokenizer) -> bool:
     """Whether cutting text at `_BOUNDARY` leaves its tokens unchanged (true of byte-level
     BPE; a SentencePiece tokenizer that adds a prefix space to every call is not)."""
-    cuts = [m.end() for m in _BOUNDARY.finditer(_PROBE)]
+    cuts = [m.start() for m in _BOUNDARY.finditer(_PROBE)]
     parts = [_PROBE[a:b] for a, b in zip([0, *cuts], [*cuts, len(_PROBE)])]
     return [i for part in parts for i in _encode(tokenizer, part)] == _encode(tokenizer, _PROBE)
 
 
 def _pieces(text: str, split: bool) -> Iterator[str]:
-    """`text` in pieces of about PIECE_CHARS, cut only after a lone line break."""
-    if not split or len(text) <= PIECE_CHARS:
-        yield text
-        return
+    """`text` in pieces of about PIECE_CHARS, cut only at `_BOUNDARY`."""
     start = 0
-    for match in _BOUNDARY.finditer(text):
-        if match.end() - start >= PIECE_CHARS:
-            yield text[start : match.end()]
-            start = match.end()
+    while split and len(text) - start > PIECE_CHARS:
+        match = _BOUNDARY.search(text, start + PIECE_CHARS)
+        if match is None:
+            break
+        yield text[start : match.start()]
+        start = match.start()
     yield text[start:]
 
 

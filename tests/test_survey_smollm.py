@@ -20,7 +20,7 @@ def test_top_induction_heads_on_text_agree_with_the_probe(smollm, tmp_path):
         "".join(json.dumps({"text": t}) + "\n" for t in documents("prose", "validation"))
     )
     surveyed = interp.survey(smollm, data, stats=["heads"], seq_len=256, batch_size=4,
-                             tokens=6000)  # fmt: skip
+                             tokens=3000)  # fmt: skip
     text_top = surveyed.heads.nlargest(TOP, "induction")
     probe = induction_heads(smollm, top=TOP, draws=1)["heads"]
     ours = set(zip(text_top["layer"], text_top["head"]))

@@ -6,10 +6,41 @@ trace = interp.trace(model, "The capital of France is")
 trace.residual                              # long-form pandas frames
 """
 
-from interp import prompts
+import importlib
+import sys
+import types
+
 from interp.errors import InterpError
-from interp.models import load
-from interp.survey.run import survey
-from interp.trace import Sampling, Trace, trace
+
+# Imported on first use, so that `interp --help` and `import interp.errors` skip torch.
+_LAZY = {
+    "load": ("interp.models", "load"),
+    "trace": ("interp.trace", "trace"),
+    "Trace": ("interp.trace", "Trace"),
+    "Sampling": ("interp.trace", "Sampling"),
+    "prompts": ("interp.prompts", None),
+    "survey": ("interp.survey.run", "survey"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'interp' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        # Importing the submodule interp.trace binds it here; `interp.trace` is the function.
+        if name == "trace" and isinstance(value, types.ModuleType):
+            value = value.trace
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "InterpError"]

@@ -1,14 +1,90 @@
-"""Output files written whole or not at all."""
+"""Output files written whole or not at all, and no temporary left behind.
+
+Every temporary is named `.<target>.<pid>.<random>.tmp` (a file) or `.<target>-<pid>-<random>`
+(a directory) beside its target. The writer removes its own on failure, on Ctrl-C and (inside
+`cleanup_on_sigterm`) on SIGTERM; a temporary whose process died (SIGKILL, power loss) is swept
+by the next writer to the same directory.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import re
+import shutil
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from interp.errors import InterpError
+
+# A temporary this old is stale even if its pid is alive again (pids are reused).
+STALE_AFTER_S = 24 * 3600
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process stands so `finally` blocks remove temporaries."""
+
+
+@contextlib.contextmanager
+def cleanup_on_sigterm():
+    """Within: SIGTERM unwinds the stack (each temporary's owner deletes it), then exits 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except Terminated:
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def temp_prefix(name: str, sep: str = ".") -> str:
+    """The start of a temporary's name for target `name`: hidden, with this process's id."""
+    return f".{name}{sep}{os.getpid()}{sep}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def sweep_stale(directory: Path, name: str, sep: str = ".", suffix: str = ".tmp") -> None:
+    """Remove temporaries for target `name` in `directory` whose process is gone or that are
+    older than STALE_AFTER_S; names without a pid (older versions) go by age alone."""
+    head, tail = re.escape(f".{name}{sep}"), re.escape(suffix)
+    pattern = re.compile(rf"{head}(?:(\d+){re.escape(sep)})?.+{tail}")
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if not match:
+            continue
+        with contextlib.suppress(OSError):
+            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+            pid = int(match[1]) if match[1] else None
+            if old or (pid is not None and pid != os.getpid() and not _alive(pid)):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -17,7 +93,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        sweep_stale(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     except OSError as exc:
         raise InterpError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from interp import validate
 from interp.errors import InterpError
 
 
@@ -21,9 +22,7 @@ def encode(tokenizer, text: str, n_ctx: int) -> torch.Tensor:
     """1-D token ids for `text`; an empty or over-long prompt is a user error."""
     if tokenizer is None:
         raise InterpError("this model has no tokenizer: pass token ids, not text")
-    if not text or not text.strip():
-        raise InterpError("the prompt is empty")
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    if len(ids) > n_ctx:
-        raise InterpError(f"the prompt has {len(ids)} tokens; the model's context is {n_ctx}")
+    ids = tokenizer(validate.text(text), add_special_tokens=False, return_tensors="pt")
+    ids = ids["input_ids"][0]
+    validate.context(len(ids), 0, n_ctx)
     return ids

@@ -9,14 +9,18 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from interp import validate
 from interp.errors import InterpError
 
 
 def parser(doc: str, name: str, *, model: str, seed_help: str,
            quick_help: str = "seconds-long smoke run") -> argparse.ArgumentParser:  # fmt: skip
-    """--model, --seed, --quick and --out (default reports/NAME.png); the script adds its own."""
-    out = argparse.ArgumentParser(description=doc.splitlines()[0])
-    out.add_argument("--model", default=model)
+    """--model (with --device, --dtype, --n-devices), --seed, --quick and --out (default
+    reports/NAME.png); the script adds its own."""
+    from interp.cli.args import add_model_option
+
+    out = argparse.ArgumentParser(description=doc.splitlines()[0], allow_abbrev=False)
+    add_model_option(out, model)
     out.add_argument("--seed", type=int, default=0, help=seed_help)
     out.add_argument("--quick", action="store_true", help=quick_help)
     out.add_argument("--out", type=Path, default=Path("reports") / f"{name}.png")
@@ -27,11 +31,12 @@ def start(args: argparse.Namespace, argv: Sequence[str] | None = None):
     """Print the seed and command that reproduce this run, then load the model (no gradients)."""
     import torch
 
-    import interp
+    from interp.cli.output import load_model
 
+    validate.output_path(args.out)  # before the model loads: a mistake costs nothing
     print(f"seed {args.seed}; command: {shlex.join(sys.argv if argv is None else argv)}")
     torch.set_grad_enabled(False)
-    return interp.load(args.model)
+    return load_model(args)
 
 
 def run_script(main: Callable[[], object]) -> None:

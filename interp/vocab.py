@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.errors import InterpError
+
 Hook = tuple[str, Callable[[torch.Tensor, object], torch.Tensor | None]]
 
 
@@ -37,6 +39,6 @@ def long_frame(tensor: torch.Tensor | np.ndarray, axes: str, value: str) -> pd.D
     names = axes.split()
     array = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor
     if len(names) != array.ndim:
-        raise ValueError(f"axes {axes!r} name {len(names)} axes; the tensor has {array.ndim}")
+        raise InterpError(f"axes {axes!r} name {len(names)} axes; the tensor has {array.ndim}")
     index = np.indices(array.shape).reshape(len(names), -1)
     return pd.DataFrame({**dict(zip(names, index)), value: array.reshape(-1)})

@@ -28,3 +28,22 @@ def smollm_reference():
     ).eval()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def random_olmoe(tmp_path_factory):
+    """A random 2-layer OLMoE without a tokenizer: experts, and grouped-query attention (4 query
+    heads on 2 KV heads) in a model that loads in a second."""
+    from transformers import AutoModelForCausalLM, OlmoeConfig
+
+    import interp
+
+    config = OlmoeConfig(
+        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        num_experts=8, num_experts_per_tok=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("olmoe")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return interp.load(str(path))

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+# Elements that never have content or an end tag (HTML Living Standard, "void elements").
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+        "track", "wbr"}  # fmt: skip
+
 
 class Elements(HTMLParser):
     """Every start tag with its attributes, and the text inside each element by class."""
@@ -18,7 +22,11 @@ class Elements(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.append((tag, attrs))
-        self._open.append(attrs.get("class") or "")
+        if tag not in VOID:  # a void element is closed already: nothing to pop later
+            self._open.append(attrs.get("class") or "")
+
+    def handle_startendtag(self, tag, attrs):  # <br/>: an empty element, never pushed
+        self.tags.append((tag, dict(attrs)))
 
     def handle_endtag(self, tag):
         if self._open:

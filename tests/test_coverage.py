@@ -21,9 +21,10 @@ SEVEN = 4  # position of "7": The, password, is, " ", 7, 3, 9, 1, ...
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers())
-    return parser.parse_args(["coverage", *argv])
+    """The `interp coverage` arguments, checked as the command checks them (a mistake raises)."""
+    from interp.cli import build_parser
+
+    return build_parser(["coverage"]).parse_args(["coverage", *argv])
 
 
 # Hand-built trace: 2 layers x 2 query heads sharing 1 kv head; prompt of 5 tokens (a BOS at
@@ -279,7 +280,7 @@ def test_streaming_equals_full_patterns_on_a_medium_prompt(smollm):
 def test_cli_prints_numbers_and_tokens(smollm, monkeypatch, capsys):
     import interp
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
     assert cli.run(parse(PASSWORD)) == 0
     out = capsys.readouterr().out
     assert "effective_coverage" in out and "causal check" in out and "sink" in out

@@ -32,8 +32,8 @@ def run_quick(script: str, out: Path, *extra: str) -> str:
 
 
 @pytest.mark.slow
-def test_token_pilgrimage(tmp_path):
-    text = run_quick("token_pilgrimage.py", tmp_path / "pilgrimage.png")
+def test_token_journey(tmp_path):
+    text = run_quick("token_journey.py", tmp_path / "journey.png")
     assert "following token ' is' at position 4" in text
     # One lens rank per layer; the last layer is the model's output, where its choice ranks 0.
     ranks = re.search(r"^rank of 'Paris' in the lens after layers 0\.\.29: ([\d ]+)$", text, re.M)

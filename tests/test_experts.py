@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from interp.analysis import experts as ex
+from interp.errors import InterpError
 from interp.plots import experts as plots
 from interp.trace.frames import routing_rows
 
@@ -215,7 +216,7 @@ def test_intervention_effect():
 
 
 def test_expert_hooks_reject_bad_mode():
-    with pytest.raises(ValueError):
+    with pytest.raises(InterpError):
         ex.expert_hooks([0], 1, mode="boost")
 
 

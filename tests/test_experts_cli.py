@@ -58,7 +58,7 @@ def test_table_csv_and_json(capsys):
 
 
 def test_mistakes_are_caught_before_loading_a_model(capsys, monkeypatch):
-    def no_loading(name):
+    def no_loading(name, **options):
         raise AssertionError("loaded a model for a mistake in the arguments")
 
     monkeypatch.setattr(interp, "load", no_loading)

@@ -22,6 +22,7 @@ from interp.analysis.induction import (
     token_logprobs,
     token_range,
 )
+from interp.errors import InterpError
 from interp.runs import induction as interventions
 
 
@@ -70,7 +71,7 @@ def test_head_scores_kv_head_and_shape_check():
     scores = head_scores(patterns, 4, has_sink=True, n_kv_heads=2)
     assert list(scores.kv_head) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert list(scores.columns[:3]) == ["layer", "head", "kv_head"]
-    with pytest.raises(ValueError):
+    with pytest.raises(InterpError):
         head_scores(patterns, 4, has_sink=False)
 
 
@@ -84,7 +85,7 @@ def test_score_hooks_equal_head_scores_without_keeping_patterns():
         hook(patterns[1:, layer], None)
     expected = head_scores(patterns, 5, has_sink=True, n_kv_heads=2)
     pd.testing.assert_frame_equal(frame(), expected, atol=1e-6)
-    with pytest.raises(ValueError, match="not run"):
+    with pytest.raises(RuntimeError, match="not run"):
         score_hooks(2, 5, has_sink=True)[1]()
 
 
@@ -92,7 +93,7 @@ def test_token_range_avoids_special_ids():
     assert token_range(100, [0, 1, 2, 16, 5]) == (17, 100)
     assert token_range(100, [0, 99]) == (1, 99)  # GPT-2 style: the special token at the end
     assert token_range(10, []) == (0, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(InterpError):
         token_range(3, [0, 1, 2])
 
 
@@ -174,9 +175,9 @@ def test_ablation_hooks_zero_and_mean():
     assert name == "blocks.1.attn.hook_z"
     assert torch.equal(out[:, :, 2], means[1, 2].expand(2, 5, 4))
     assert torch.equal(out[:, :, :2], z[:, :, :2])
-    with pytest.raises(ValueError):
+    with pytest.raises(InterpError):
         ablation_hooks([(0, 0)], "mean")
-    with pytest.raises(ValueError):
+    with pytest.raises(InterpError):
         ablation_hooks([(0, 0)], "resample")
 
 

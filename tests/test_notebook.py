@@ -69,3 +69,11 @@ def test_notebook_runs(kernel_for_this_python):
         if "image/png" in out.get("data", {})
     ]
     assert figures, "the notebook draws a figure"
+    # trace.show: the interactive view, as one sandboxed offline page holding its own data.
+    views = [
+        out["data"]["text/html"]
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.get("data", {}).get("text/html", "").startswith("<iframe srcdoc=")
+    ]
+    assert len(views) == 1 and 'data-kind="attention"' in views[0].replace("&quot;", '"')

@@ -24,7 +24,7 @@ GENERATE = 3
 SECTIONS = {
     "model": "The model",
     "text": "The text",
-    "pilgrimage": "The token's pilgrimage",
+    "journey": "The token's journey",
     "residual": "The residual stream",
     "attention": "Attention",
     "coverage": "Prompt-key coverage",
@@ -36,13 +36,16 @@ SECTIONS = {
 
 def assert_self_contained(html: str) -> None:
     """No URL that leaves the page: every src is a data URI, every href an in-page anchor."""
-    assert not re.search(r"(https?|ftp|file|wss?):", html, re.I)
+    assert not re.search(r"\b(https?|ftp|file|wss?):", html, re.I)  # \b: "Rows:" is no URL
     for tag, attrs in Elements(html).tags:
         for name in ("src", "href", "srcset", "action", "poster"):
             if name in attrs:
                 value = attrs[name] or ""
                 assert value.startswith("data:" if name == "src" else "#"), (tag, name, value)
-        assert tag not in ("script", "link", "iframe", "object", "embed", "base"), tag
+        assert tag not in ("link", "iframe", "object", "embed", "base"), tag
+        if tag == "script":  # only the views': their code (no attributes) and their JSON data
+            assert attrs == {} or attrs == {"type": "application/json", "id": attrs["id"]}, attrs
+    assert html.count("<script>") <= 1
 
 
 def assert_sections(html: str) -> None:
@@ -75,8 +78,10 @@ def smollm_report(smollm, tmp_path_factory):
 @pytest.mark.slow
 def test_markup_in_a_prompt_is_shown_as_text(smollm_report):
     _, html = smollm_report
-    assert "<script" not in html and "<b>" not in html
+    assert "<script>alert" not in html and "<b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in html
+    # In the views' data the same text is JSON whose "<" and ">" are \u escapes.
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e\\u003cb\\u003ex" in html
     shown = Elements(html).text_by_class["prompt-text"]
     assert MARKUP in shown
 
@@ -86,11 +91,14 @@ def test_report_is_self_contained_with_every_section(smollm_report):
     _, html = smollm_report
     assert_self_contained(html)
     assert_sections(html)
-    assert html.count("data:image/svg+xml;base64,") >= 8
-    # The analyses a live trace feeds in: induction, deltas, logit lens, pilgrimage.
+    assert html.count("data:image/svg+xml;base64,") >= 7
+    # The analyses a live trace feeds in: induction, deltas, logit lens, journey.
     assert "Induction heads (score and ablation evidence both)" in html
     assert "writes per layer, medians without the sink" in html
-    assert 'alt="logit lens of P1"' in html and "decision depth by position" in html
+    assert 'id="view-lens-0"' in html and "decision depth by position" in html
+    for kind in ("attention", "lens", "journey"):  # a view per prompt, side by side
+        assert f'id="view-{kind}-0"' in html and f'id="view-{kind}-1"' in html
+    assert 'id="view-routing-0"' not in html  # a dense model: no routing
     assert "Follows &#39;is&#39; at position 15." in html
     assert ": not available:" not in html
 
@@ -190,7 +198,7 @@ def test_saved_trace_rebuilds_the_report(smollm, tmp_path):
 def test_cli_writes_the_report(smollm, tmp_path, monkeypatch, capsys):
     from interp.cli import main
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
     monkeypatch.setattr("interp.cli.COMMANDS", ["report"])
     out = tmp_path / "cli.html"
     argv = ["report", "Hi there", "Bye", "--generate", "1", "--seed", "3", "-o", str(out)]
@@ -202,32 +210,19 @@ def test_cli_writes_the_report(smollm, tmp_path, monkeypatch, capsys):
     assert "name it" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_moe(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, OlmoeConfig
-
-    config = OlmoeConfig(
-        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        num_experts=8, num_experts_per_tok=2,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("olmoe")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    return interp.load(str(path))
-
-
-def test_moe_report_from_token_ids(tiny_moe, tmp_path):
+def test_moe_report_from_token_ids(random_olmoe, tmp_path):
     """A model without a tokenizer, with experts: every section renders, none fails."""
     ids = torch.randint(10, 101, (2, 12), generator=torch.Generator().manual_seed(0))
-    trace = interp.trace(tiny_moe, ids, max_new_tokens=2)
-    html = build_report(trace, tmp_path / "moe.html", model=tiny_moe, progress=False).read_text()
+    trace = interp.trace(random_olmoe, ids, max_new_tokens=2)
+    path = build_report(trace, tmp_path / "moe.html", model=random_olmoe, progress=False)
+    html = path.read_text()
     assert_sections(html)
     assert_self_contained(html)
     assert "8 per MoE layer, top-2, in 2 of 2 layers" in html
     assert "expert balance (1 = uniform)" in html
     assert "how differently the prompts use the experts" in html
     assert section(html, "coverage").count('<p class="info">Coverage is ') == 2  # no tokenizer
+    assert 'id="view-routing-1"' in html and 'id="view-attention-1"' in html
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
@@ -262,10 +257,10 @@ def test_unwritable_path_is_a_one_line_error(tmp_path):
         build_report(interp.Trace([], {"cfg": {}}), tmp_path, progress=False)
 
 
-def test_missing_captures_become_notes(tiny_moe, tmp_path, capsys):
+def test_missing_captures_become_notes(random_olmoe, tmp_path, capsys):
     """No attention, no routing, no generation, no model: notes where the data would be."""
     ids = torch.arange(10, 22)[None]
-    trace = interp.trace(tiny_moe, ids, capture=("residual",))
+    trace = interp.trace(random_olmoe, ids, capture=("residual",))
     html = build_report(trace, tmp_path / "thin.html").read_text()
     assert_sections(html)
     assert "Attention was not captured in this trace." in html

@@ -20,7 +20,7 @@ import interp
 from interp.report import build_report
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
-SECTION_IDS = {"model", "text", "pilgrimage", "residual", "attention", "coverage", "experts",
+SECTION_IDS = {"model", "text", "journey", "residual", "attention", "coverage", "experts",
                "shapes", "summary"}  # fmt: skip
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -96,6 +96,10 @@ def test_report_renders_in_chromium(chromium, smollm, tmp_path):
     assert len(headings) == len(SECTION_IDS)
     # The markup prompt is text in the rendered page: no element came out of it.
     assert MARKUP in dom.text_by_class["prompt-text"]
-    assert not [tag for tag, _ in dom.tags if tag in ("script", "b")]
+    assert not [tag for tag, _ in dom.tags if tag == "b"]
+    # The only scripts are the views': their code once, and their data as JSON.
+    scripts = [attrs for tag, attrs in dom.tags if tag == "script"]
+    assert sum(a == {} for a in scripts) == 1
+    assert all(a == {} or a.get("type") == "application/json" for a in scripts)
     images = [attrs for tag, attrs in dom.tags if tag == "img"]
     assert images and all(a["src"].startswith("data:image/svg+xml;base64,") for a in images)

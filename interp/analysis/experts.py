@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.errors import InterpError
 from interp.vocab import long_frame
 
 TOKEN = ["prompt", "pos"]
@@ -237,7 +238,7 @@ def expert_hooks(
     `expert`; force: `expert` plus the best k-1 others. Untargeted tokens are left alone.
     """
     if mode not in ("force", "forbid"):
-        raise ValueError(f"mode must be 'force' or 'forbid', not {mode!r}")
+        raise InterpError(f"mode must be 'force' or 'forbid', not {mode!r}")
     state: dict[str, torch.Tensor | int] = {}
 
     def remember_length(x: torch.Tensor, hook: object) -> None:

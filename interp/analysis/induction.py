@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import torch
 
+from interp.errors import InterpError
 from interp.vocab import Hook, long_frame
 
 Head = tuple[int, int]  # (layer, head)
@@ -29,7 +30,7 @@ def repeated_tokens(
     Choose [low, high) to exclude special tokens; `sink_token` (e.g. BOS) leads every row.
     """
     if not 0 <= low < high:
-        raise ValueError(f"need 0 <= low < high, got [{low}, {high})")
+        raise InterpError(f"need 0 <= low < high, got [{low}, {high})")
     generator = torch.Generator().manual_seed(seed)
     first = torch.randint(low, high, (batch, seq_len), generator=generator)
     parts = [first, first]
@@ -43,7 +44,7 @@ def token_range(vocab_size: int, special_ids: Sequence[int]) -> tuple[int, int]:
     bounds = sorted({-1, vocab_size, *(i for i in special_ids if 0 <= i < vocab_size)})
     low, high = max(zip(bounds, bounds[1:]), key=lambda pair: pair[1] - pair[0])
     if high - low < 2:
-        raise ValueError(f"no ordinary token ids in [0, {vocab_size})")
+        raise InterpError(f"no ordinary token ids in [0, {vocab_size})")
     return low + 1, high
 
 
@@ -57,7 +58,7 @@ def pattern_scores(pattern: torch.Tensor, seq_len: int, has_sink: bool) -> dict[
     T = pattern.shape[-1]
     offset = int(has_sink)
     if T != offset + 2 * seq_len:
-        raise ValueError(f"patterns cover {T} positions, expected {offset + 2 * seq_len}")
+        raise InterpError(f"patterns cover {T} positions, expected {offset + 2 * seq_len}")
     second = torch.arange(offset + seq_len, T)
     queries = torch.arange(1, T)
     p = pattern.detach().float()
@@ -138,7 +139,7 @@ def score_hooks(
 
     def frame() -> pd.DataFrame:
         if not all(store.values()):
-            raise ValueError("the score hooks have not run on every layer")
+            raise RuntimeError("the score hooks have not run on every layer")
         per_layer = [
             {name: torch.cat([s[name] for s in runs]).mean(0) for name in runs[0]}
             for runs in store.values()
@@ -209,7 +210,7 @@ def icl_losses(logprobs: torch.Tensor, seq_len: int, has_sink: bool) -> dict[str
     """
     offset = int(has_sink)
     if logprobs.shape[1] != offset + 2 * seq_len:
-        raise ValueError(
+        raise InterpError(
             f"logprobs cover {logprobs.shape[1]} positions, expected {offset + 2 * seq_len}"
         )
     first = logprobs[:, offset + 1 : offset + seq_len]
@@ -227,9 +228,9 @@ def ablation_hooks(
     average and removes only what depends on the input.
     """
     if mode not in ("zero", "mean"):
-        raise ValueError(f"mode must be 'zero' or 'mean', not {mode!r}")
+        raise InterpError(f"mode must be 'zero' or 'mean', not {mode!r}")
     if mode == "mean" and means is None:
-        raise ValueError("mean ablation needs `means` [layers, heads, d_head]")
+        raise InterpError("mean ablation needs `means` [layers, heads, d_head]")
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
@@ -291,8 +292,8 @@ def ablation_frame(
 
 def set_effects(ablation: pd.DataFrame, ratio: float, min_delta: float) -> pd.DataFrame:
     """Per mode of an `ablation_frame`: the top set's delta, the random sets' mean and max
-    delta, and `confirmed`: the top delta exceeds `ratio` x the largest random one (or
-    `min_delta`, when every random set is harmless)."""
+    delta, and `confirmed`: the top delta exceeds ratio x max(largest random delta,
+    `min_delta`), so random sets that barely hurt cannot make a tiny top delta count."""
     rows = []
     for mode, group in ablation[ablation.condition != "baseline"].groupby("mode", sort=False):
         top = group.delta[group.condition == "top"].iloc[0]

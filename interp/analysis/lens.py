@@ -12,17 +12,13 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
+from interp.text import token_texts
 
 
 def _logprobs(trace, resid: torch.Tensor) -> torch.Tensor:
     """log-softmax of the readout of a residual [T, d]: [T, vocab], in float64 for the KL."""
     with torch.no_grad():
         return trace.readout(resid).double().log_softmax(-1)
-
-
-def _texts(trace, ids: list[int]) -> list[str]:
-    tok = trace.tokenizer
-    return [tok.decode([i]) if tok is not None else str(i) for i in ids]
 
 
 def logit_lens(
@@ -54,7 +50,7 @@ def logit_lens(
         best = logp.topk(k, dim=-1)
         for pos in positions.tolist():
             ids = best.indices[pos].tolist()
-            for r, (tid, text) in enumerate(zip(ids, _texts(trace, ids))):
+            for r, (tid, text) in enumerate(zip(ids, token_texts(trace.tokenizer, ids))):
                 top_rows.append(
                     (prompt, layer, pos, r, tid, text, float(best.values[pos, r].exp()))
                 )
@@ -71,8 +67,8 @@ def logit_lens(
         columns=["prompt", "layer", "pos", "target_id", "prob", "logprob", "rank", "top1_id",
                  "top1_prob", "kl"],
     )  # fmt: skip
-    lens.insert(4, "target", _texts(trace, lens["target_id"].tolist()))
-    lens.insert(9, "top1", _texts(trace, lens["top1_id"].tolist()))
+    lens.insert(4, "target", token_texts(trace.tokenizer, lens["target_id"].tolist()))
+    lens.insert(9, "top1", token_texts(trace.tokenizer, lens["top1_id"].tolist()))
     return top, lens
 
 

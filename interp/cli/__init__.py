@@ -1,35 +1,71 @@
-"""The `interp` command: parses arguments and calls the library; user mistakes exit 2."""
+"""The `interp` command: parses arguments and calls the library; user mistakes exit 2.
+
+Only the command being run is imported (with its torch / pandas / transformers imports):
+`interp --help` and a mistyped option cost a few milliseconds, not a model stack.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+from interp.cli.args import Parser
 from interp.errors import InterpError
+from interp.files import cleanup_on_sigterm
 
 # Each module defines `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS = ["models", "generate", "journey", "coverage", "induction", "experts", "survey", "report"]
+SUMMARY = {
+    "models": "list the embedded models",
+    "generate": "continue a prompt (greedy or sampled)",
+    "journey": "one token's journey: norms, writes, sources, lens, sampling",
+    "coverage": "how much of the prompt the answer attends to",
+    "induction": "find induction heads: attention scores checked by ablation",
+    "experts": "MoE routing: load balance, locality, domain specialisation",
+    "survey": "expert, head and layer statistics over a corpus",
+    "report": "HTML report comparing prompts",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
+class _Commands:
+    """The subparsers action, giving each command its one-line summary from SUMMARY (the one
+    place it is written, so the listing reads the same whichever command is parsed)."""
 
-    parser = argparse.ArgumentParser(
+    def __init__(self, action):
+        self.action = action
+
+    def add_parser(self, name: str, **kwargs) -> Parser:
+        kwargs["help"] = SUMMARY.get(name)
+        return self.action.add_parser(name, **kwargs)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """The parser; with `argv`, only the command it names gets its options (the others are
+    listed by name), so only that command's module is imported."""
+    parser = Parser(
         prog="interp", description="Follow a token through a transformer and measure each step."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The top level has no option but --help: its first other word names the command.
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name in COMMANDS:
-        module = importlib.import_module(f"interp.cli.{name}")
-        module.add_parser(sub).set_defaults(run=module.run)
+        if argv is None or name == chosen:
+            module = importlib.import_module(f"interp.cli.{name}")
+            command = module.add_parser(_Commands(sub))
+            command.set_defaults(run=module.run)
+        else:
+            sub.add_parser(name, help=SUMMARY.get(name))
+        parser.commands[name] = sub.choices[name]
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return args.run(args)
+        with cleanup_on_sigterm():
+            args = build_parser(argv).parse_args(argv)
+            return args.run(args)
     except InterpError as exc:
         print(f"interp: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
+from interp.cli import args as a
 from interp.cli.output import add_format_option, load_text_model, print_frame
-from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
 BAR = 20  # characters of the longest per-token bar when not shading a terminal
@@ -20,14 +20,14 @@ BAR = 20  # characters of the longest per-token bar when not shading a terminal
 def add_parser(sub) -> argparse.ArgumentParser:
     from interp.analysis.coverage import TAU
 
-    parser = sub.add_parser("coverage", help="how much of the prompt the answer attends to")
-    parser.add_argument("prompt")
-    parser.add_argument("--generate", type=int, default=1, metavar="N",
+    parser = sub.add_parser("coverage")
+    a.add_prompt(parser)
+    parser.add_argument("--generate", type=a.integer(0), default=1, metavar="N",
                         help="greedy tokens to generate and check (default 1)")  # fmt: skip
-    parser.add_argument("--model", default=DEFAULT_MODEL)
+    a.add_model_option(parser, DEFAULT_MODEL)
     parser.add_argument("--value-weighted", action="store_true",
                         help="weight attention by |v W_O| (Kobayashi et al. 2020)")  # fmt: skip
-    parser.add_argument("--tau", type=float, default=TAU,
+    parser.add_argument("--tau", type=a.number(low=0, low_open=True), default=TAU,
                         help=f"covered: peak weight >= tau x uniform (default {TAU})")  # fmt: skip
     add_format_option(parser)
     return parser
@@ -62,11 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.analysis.coverage import TOP_MIN, UNCOVERED_MAX, token_masses
     from interp.runs.coverage import measure
 
-    if not args.prompt.strip():
-        raise InterpError("the prompt is empty")
-    if args.tau <= 0:
-        raise InterpError("--tau must be > 0")
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     result = measure(model, args.prompt, generate=args.generate,
                      value_weighted=args.value_weighted, tau=args.tau)  # fmt: skip
     cov, causal = result["coverage"], result["causal"]

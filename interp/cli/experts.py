@@ -9,34 +9,35 @@ from __future__ import annotations
 import argparse
 import json
 
-from interp.cli.output import add_format_option, print_frame
+from interp.cli import args as a
+from interp.cli.output import add_format_option, load_model, print_frame
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "experts",
-        help="MoE routing: load balance, locality, domain specialisation",
         description="Trace the prompts through an MoE model and measure, per layer, how evenly "
         "the router spreads tokens over experts, how often consecutive tokens share experts, "
         "and how differently the labelled domains route.",
     )
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--model", default="tiny-moe")
+    a.add_prompts(parser)
+    a.add_model_option(parser, "tiny-moe")
     parser.add_argument(
         "--domain", nargs="+", metavar="LABEL",
         help="a label per prompt (default: each prompt its own domain)",
     )  # fmt: skip
-    parser.add_argument("--top", type=int, default=3, help="experts listed per domain (default 3)")
+    parser.add_argument(
+        "--top", type=a.integer(), default=3, help="experts listed per domain (default 3)"
+    )
     add_format_option(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.runs.experts import check, measure
 
     check(args.prompts, args.domain, args.top)
-    model = interp.load(args.model)
+    model = load_model(args)
     result = measure(model, args.prompts, args.domain, args.top)
     if args.format == "csv":
         print_frame(result["layers"], "csv")

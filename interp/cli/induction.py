@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from interp.cli.output import add_format_option, print_frame
+from interp.cli import args as a
+from interp.cli.output import add_format_option, load_model, print_frame
 from interp.models.zoo import DEFAULT_MODEL
 
 
@@ -18,28 +19,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
     parser = sub.add_parser(
         "induction",
-        help="find induction heads: attention scores checked by ablation",
         description="Feed random tokens repeated once, score every head (induction, previous-"
         "token, duplicate-token, copying), then ablate the top heads, each alone and all "
         "together, against random heads, and measure the loss on the repeat.",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--seq-len", type=int, default=None, metavar="N",
+    a.add_model_option(parser, DEFAULT_MODEL)
+    parser.add_argument("--seq-len", type=a.integer(), default=None, metavar="N",
                         help=f"random tokens per copy (default {DEFAULT_SEQ_LEN}, or as many as "
                         "the context holds)")  # fmt: skip
-    parser.add_argument("--batch", type=int, default=8, help="probe rows (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="probe and draw seed (default 0)")
-    parser.add_argument("--top", type=int, default=10, metavar="N",
+    parser.add_argument("--batch", type=a.integer(), default=8, help="probe rows (default 8)")
+    parser.add_argument("--seed", type=a.seed, default=0, help="probe and draw seed (default 0)")
+    parser.add_argument("--top", type=a.integer(), default=10, metavar="N",
                         help="heads to list and to ablate (default 10)")  # fmt: skip
     add_format_option(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import interp
     from interp.runs.induction import MIN_DELTA, SET_RATIO, THRESHOLD, induction_heads
 
-    model = interp.load(args.model)
+    model = load_model(args)
     result = induction_heads(
         model, seq_len=args.seq_len, batch=args.batch, seed=args.seed, top=args.top
     )

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from interp.cli import args as a
 from interp.cli.output import add_format_option, load_text_model, print_frame
-from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "journey", help="one token's pilgrimage: norms, writes, sources, lens, sampling"
-    )
-    parser.add_argument("prompt")
+    parser = sub.add_parser("journey")
+    a.add_prompt(parser)
+    parser.add_argument("--position", type=a.integer(), default=None,
+                        help="token position (default: last prompt token)")  # fmt: skip
+    a.add_model_option(parser, DEFAULT_MODEL)
     parser.add_argument(
-        "--position", type=int, default=None, help="token position (default: last prompt token)"
-    )
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument(
-        "--generate", type=int, default=1, metavar="N",
+        "--generate", type=a.integer(0), default=1, metavar="N",
         help="tokens to generate greedily, so the boundary shows the sampling step (default 1)",
     )  # fmt: skip
     add_format_option(parser)
@@ -28,20 +25,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.analysis.pilgrimage import format_journey, pilgrimage
+    from interp.analysis.journey import format_journey, journey
 
-    if not args.prompt.strip():
-        raise InterpError("the prompt is empty")
-    if args.generate < 0:
-        raise InterpError("--generate must be >= 0")
-    model = load_text_model(args.model)
+    model = load_text_model(args)
     trace = interp.trace(
         model,
         args.prompt,
         max_new_tokens=args.generate,
         capture=("residual", "attention", "routing"),
     )
-    frame = pilgrimage(trace, position=args.position)
+    frame = journey(trace, position=args.position)
     if args.format == "table":
         print(format_journey(frame))
     else:

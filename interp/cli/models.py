@@ -8,7 +8,9 @@ from interp.cli.output import add_format_option, print_frame
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser("models", help="list the embedded models")
+    parser = sub.add_parser("models")
+    parser.add_argument("--verify", action="store_true",
+                        help="rehash cached conversions in full; remove damaged ones")  # fmt: skip
     add_format_option(parser)
     return parser
 
@@ -19,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from interp.models.info import COLUMNS, describe
     from interp.models.zoo import ZOO
 
-    frame = pd.DataFrame([describe(entry) for entry in ZOO.values()], columns=COLUMNS)
+    rows = [describe(entry, verify=args.verify) for entry in ZOO.values()]
+    frame = pd.DataFrame(rows, columns=COLUMNS + (["verified"] if args.verify else []))
     counts = ["layers", "heads", "kv_heads", "experts", "top_k", "d_model", "vocab", "params"]
     frame[counts] = frame[counts].astype("Int64")
     print_frame(frame, args.format)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from interp import validate
+from interp.cli import args as a
 from interp.cli.output import load_text_model
 from interp.errors import InterpError
 from interp.models.zoo import DEFAULT_MODEL
@@ -13,22 +15,25 @@ from interp.models.zoo import DEFAULT_MODEL
 def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "report",
-        help="HTML report comparing prompts",
         description="Trace each prompt (and its continuation) and write one self-contained "
         "HTML file that compares them section by section.",
     )
-    parser.add_argument("prompts", nargs="*", metavar="PROMPT")
-    parser.add_argument("--survey", metavar="DIR", help="render a saved `interp survey` instead")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--generate", type=int, default=0, metavar="N",
+    a.add_prompts(parser, nargs="*")  # none with --from
+    a.add_model_option(parser, DEFAULT_MODEL)
+    parser.add_argument("--generate", type=a.integer(0), default=0, metavar="N",
                         help="tokens to generate after each prompt (default 0)")  # fmt: skip
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--seed", type=a.seed, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--temperature", type=a.number(low=0), default=0.0,
                         help="0 (default) decodes greedily")  # fmt: skip
     parser.add_argument("-o", "--output", required=True, metavar="PATH",
                         help="the HTML file to write, e.g. reports/NAME.html")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--save", metavar="DIR",
+                        help="also keep the trace and its analyses in DIR")  # fmt: skip
+    parser.add_argument("--from", dest="saved", metavar="DIR",
+                        help="rebuild the report from a trace kept with --save")  # fmt: skip
+    parser.add_argument("--survey", metavar="DIR", help="render a saved `interp survey` instead")
     return parser
 
 
@@ -36,39 +41,39 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.report import build_report
 
+    if not args.output.endswith((".html", ".htm")):
+        raise InterpError(f"the report is HTML: name it {args.output}.html")
+    validate.output_path(args.output)  # before the model loads: a mistake costs nothing
     if args.survey is not None:  # a saved survey: no prompts, no model
         from interp.report.survey import build_survey_report
 
-        print(build_survey_report(args.survey, _html_path(args.output)))
+        print(build_survey_report(args.survey, args.output))
         return 0
-    if not args.prompts:
-        raise InterpError("give prompts to trace, or --survey DIR")
-    if args.generate < 0:
-        raise InterpError("--generate must be >= 0")
-    if args.temperature < 0:
-        raise InterpError("--temperature must be >= 0")
-    _html_path(args.output)
-    model = load_text_model(args.model)
+    if bool(args.prompts) == bool(args.saved):
+        raise InterpError("give prompts to trace, or --from DIR (a trace kept with --save)")
+    if args.saved:
+        if args.save:
+            raise InterpError("--from reads a kept trace; --save keeps a new run: give one")
+        trace = interp.Trace.load(args.saved)
+        print(build_report(trace, args.output, progress=not args.no_progress))
+        return 0
+    model = load_text_model(args)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
     trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling)
     trace.meta["command"] = command_line(args)
-    path = build_report(trace, args.output, model=model, progress=not args.no_progress)
+    path = build_report(
+        trace, args.output, model=model, progress=not args.no_progress, save=args.save
+    )
     print(path)
     return 0
-
-
-def _html_path(output: str) -> str:
-    if not output.endswith((".html", ".htm")):
-        raise InterpError(f"the report is HTML: name it {output}.html")
-    return output
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed arguments with every default spelled out and
     shell quoting, so the line printed in the report re-runs exactly (sys.argv may belong to
     a caller of `interp.cli.main`, not to this command)."""
-    words = ["interp", "report", *args.prompts, "--model", args.model]
+    words = ["interp", "report", *args.prompts, *a.model_words(args)]
     words += ["--generate", str(args.generate), "--seed", str(args.seed)]
     words += ["--temperature", str(args.temperature)] + (["--chat"] if args.chat else [])
     return shlex.join([*words, "-o", args.output])

@@ -2,53 +2,88 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from interp.errors import InterpError
 from interp.models import cache
 from interp.models.config import read_config
 from interp.models.zoo import DEFAULT_MODEL, ZOO, ZooEntry
 
+if TYPE_CHECKING:  # torch loads with the model, not with `interp --help`
+    import torch
 
-def load(name: str = DEFAULT_MODEL):
+
+def load(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "auto",
+    n_devices: int | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+):
     """A hooked model (TransformerBridge, TL hook names) with `.tokenizer` and `.cfg`.
 
     `name` is an embedded model (`interp models` lists them), a directory holding a Hugging
     Face checkpoint or an interp TL-native model, or a hub name (needs the network).
+    `device`: "cpu", "cuda", "cuda:1", "mps", or "auto"/None (CUDA where present, else the CPU).
+    `dtype`: "auto" (the checkpoint's dtype on a GPU, float32 on the CPU), "float32",
+    "bfloat16", "float16" or a torch dtype. `n_devices` / `device_map` / `max_memory` split
+    one model over several GPUs (accelerate places the layers; see TransformerLens's
+    boot_transformers for their meaning).
     """
-    from interp.models.hf import load_hf_dir, load_hub
+    from interp.models.devices import checkpoint_dtype, placement
+    from interp.models.hf import load_hub
+
+    def place(config: dict | None = None):
+        checkpoint = checkpoint_dtype(config) if config else None
+        return placement(device, dtype, n_devices, device_map, max_memory, checkpoint)
 
     if name in ZOO:
-        bridge = _load_entry(ZOO[name])
+        bridge = _load_entry(ZOO[name], place)
     elif Path(name).is_dir():
-        bridge = _load_dir(Path(name), Path(name).resolve().name)
+        bridge = _load_dir(Path(name), Path(name).resolve().name, place)
     elif Path(name).suffix == ".gguf" and Path(name).is_file():
-        bridge = load_hf_dir(gguf_checkpoint(Path(name)), Path(name).stem)
+        bridge = _load_gguf(Path(name), Path(name).stem, place)
     elif Path(name).exists() or name.startswith((".", "/")):
         raise InterpError(f"{name} is not a model directory or a .gguf file")
     else:
-        bridge = load_hub(name, list(ZOO))
+        close = difflib.get_close_matches(name, list(ZOO), n=1, cutoff=0.6)
+        if close or any(entry.startswith(name) for entry in ZOO):
+            guess = close[0] if close else next(e for e in ZOO if e.startswith(name))
+            raise InterpError(f"unknown model {name!r}: did you mean {guess!r}? (interp models)")
+        place()  # bad options are refused before any network wait
+        bridge = load_hub(name, list(ZOO), place)
     bridge.interp_name = name
     return bridge
 
 
-def _load_entry(entry: ZooEntry):
-    from interp.models.hf import load_hf_dir
-
+def _load_entry(entry: ZooEntry, place):
     if entry.kind == "gguf":
-        return load_hf_dir(gguf_checkpoint(entry.path()), entry.name)
-    return _load_dir(entry.path(), entry.name)
+        return _load_gguf(entry.path(), entry.name, place)
+    return _load_dir(entry.path(), entry.name, place)
 
 
-def _load_dir(path: Path, name: str):
+def _load_gguf(path: Path, name: str, place):
     from interp.models.hf import load_hf_dir
 
-    if read_config(path).get("architecture") == "TransformerLensNative":
+    # Checked before the (first-use) conversion, so a bad option never waits for it.
+    place()
+    checkpoint = gguf_checkpoint(path)
+    return load_hf_dir(checkpoint, name, place(read_config(checkpoint)))
+
+
+def _load_dir(path: Path, name: str, place):
+    from interp.models.hf import load_hf_dir
+
+    config = read_config(path)
+    if config.get("architecture") == "TransformerLensNative":
         from interp.models.native import load_native
 
-        return load_native(path)
-    return load_hf_dir(path, name)
+        return load_native(path, place(config))
+    return load_hf_dir(path, name, place(config))
 
 
 def gguf_checkpoint(path: Path) -> Path:

@@ -3,6 +3,11 @@
 Entries are keyed by the source file's content hash, so replacing the file invalidates them.
 Hashing 100 MB costs a fraction of a second; a small index keyed by (path, size, mtime) skips
 even that on a warm load.
+
+Each entry's `complete` file is a manifest written at build time: every file's size, full hash
+and sampled hash. A load checks sizes and sampled hashes (a few MB read, whatever the size);
+`verify(..., full=True)` (`interp models --verify`) rehashes everything. A damaged entry is
+rebuilt, with one line on stderr saying so.
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.files import write_atomic
+from interp.files import sweep_stale, temp_prefix, write_atomic
+
+MANIFEST = "complete"
+SAMPLES, SAMPLE_BYTES = 16, 1 << 16  # the cheap check reads 16 x 64 KiB per file
 
 
 def cache_root() -> Path:
@@ -27,6 +36,25 @@ def cache_root() -> Path:
     return Path(base) / "interp"
 
 
+def _full_hash(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sampled_hash(path: Path) -> str:
+    """Hash of SAMPLES evenly spaced slices (the first and last included)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with path.open("rb") as f:
+        for i in range(SAMPLES):
+            f.seek(max(0, size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def file_hash(path: Path) -> str:
     stat = path.stat()
     stamp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -35,16 +63,14 @@ def file_hash(path: Path) -> str:
         index = json.loads(index_file.read_text())
     except (OSError, ValueError):
         index = {}
-    if stamp in index:
+    if not isinstance(index, dict):
+        index = {}
+    if isinstance(index.get(stamp), str):
         return index[stamp]
-    digest = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    index[stamp] = digest.hexdigest()
+    index[stamp] = _full_hash(path)
     try:
         write_atomic(index_file, json.dumps(index))
-    except OSError:
+    except InterpError:
         pass  # an unwritable cache only costs a re-hash next time
     return index[stamp]
 
@@ -54,30 +80,83 @@ def entry_dir(source: Path, kind: str) -> Path:
 
 
 def is_cached(source: Path, kind: str) -> bool:
-    return (entry_dir(source, kind) / "complete").exists()
+    return (entry_dir(source, kind) / MANIFEST).exists()
+
+
+def _manifest(directory: Path, source: Path) -> dict:
+    files = {
+        p.name: {
+            "size": p.stat().st_size,
+            "mtime_ns": p.stat().st_mtime_ns,
+            "hash": _full_hash(p),
+            "sampled": _sampled_hash(p),
+        }  # fmt: skip
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    return {"source": str(source), "files": files}
+
+
+def damage(entry: Path, full: bool = False) -> str | None:
+    """None if `entry` matches its manifest, else what is wrong (one phrase).
+
+    Cheap unless `full`: sizes and sampled hashes; a file written since the build (its mtime
+    moved, as any in-place write moves it) is rehashed in full."""
+    try:
+        files = json.loads((entry / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, dict) or not files:
+        return "it has no readable checksum manifest"
+    for name, want in files.items():
+        path = entry / name
+        try:
+            stat = path.stat()
+            if stat.st_size != want["size"]:
+                return f"{name} has {stat.st_size} bytes, not {want['size']}"
+            rehash = full or stat.st_mtime_ns != want.get("mtime_ns")
+            if _sampled_hash(path) != want["sampled"] or (
+                rehash and _full_hash(path) != want["hash"]
+            ):
+                return f"{name} does not match its checksum"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror})"
+        except (KeyError, TypeError):
+            return "its checksum manifest is malformed"
+    return None
 
 
 def get_or_build(source: Path, kind: str, build: Callable[[Path], None]) -> Path:
-    """The cache directory for `source`; `build(tmpdir)` fills it on a miss.
+    """The verified cache directory for `source`; `build(tmpdir)` fills it on a miss.
 
-    Built in a temporary sibling and renamed into place, so an interrupted build never
-    leaves a half-written entry.
+    Built in a temporary sibling (named with this process's id) and renamed into place, so an
+    interrupted build never leaves a half-written entry, and a killed one is swept next time.
     """
     target = entry_dir(source, kind)
-    if (target / "complete").exists():
-        return target
+    if (target / MANIFEST).exists():
+        problem = damage(target)
+        if problem is None:
+            return target
+        print(f"interp: rebuilding the cached conversion of {source.name}: {problem}",
+              file=sys.stderr)  # fmt: skip
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        sweep_stale(target.parent, target.name, sep="-", suffix="")
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name, "-"), dir=target.parent))
     except OSError as exc:
         raise InterpError(
-            f"cannot write the model cache at {target.parent}: {exc.strerror}"
+            f"cannot write the model cache at {target.parent}: {exc.strerror} "
+            "(set INTERP_CACHE to a writable directory)"
         ) from None
     try:
         build(tmp)
-        (tmp / "complete").write_text(str(source))
+        (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp, source), indent=1))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
+    except OSError as exc:
+        if (target / MANIFEST).exists() and damage(target) is None:
+            return target  # another process finished the same entry first
+        raise InterpError(f"cannot write the model cache at {target.parent}: {exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

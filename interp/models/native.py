@@ -22,15 +22,19 @@ from transformer_lens.model_bridge.sources.native import NativeModel, boot
 
 from interp.errors import InterpError
 from interp.models.config import read_config
+from interp.models.devices import Placement
 
 ARCHITECTURE = "TransformerLensNative"
 # The native attention allocates an n_ctx x n_ctx causal mask per layer: keep it small.
 MAX_N_CTX = 2048
 
 
-def load_native(path: Path) -> TransformerBridge:
-    """The TL-native model saved in `path` (by `save_native`), in eval mode, tokenizer None."""
+def load_native(path: Path, place: Placement | None = None) -> TransformerBridge:
+    """The TL-native model saved in `path` (by `save_native`), in eval mode, tokenizer None,
+    on `place`'s device and dtype (default float32 on the CPU; it cannot be split)."""
     path = Path(path)
+    if place is not None and place.device is None:
+        raise InterpError(f"{path.name} is a TL-native model: it loads on one device, not split")
     config = _native_config(path)
     weights_file = path / "model.safetensors"
     if not weights_file.is_file():
@@ -47,6 +51,9 @@ def load_native(path: Path) -> TransformerBridge:
         raise InterpError(
             f"{weights_file} does not match {path / 'config.json'}: {_first_line(exc)}"
         ) from None
+    if place is not None:
+        torch.nn.Module.to(bridge, place.device, place.dtype)  # quietly (the bridge prints)
+        bridge.cfg.device, bridge.cfg.dtype = str(place.device), place.dtype
     bridge.eval()
     return bridge
 

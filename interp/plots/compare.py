@@ -86,7 +86,7 @@ def head_maps(tables: list[pd.DataFrame], labels: list[str], what: str, **kwargs
 
 def lens_guesses(frames: list[pd.DataFrame], labels: list[str]) -> Figure:
     """The logit lens's top-1 probability by layer at each prompt's followed position, with
-    its guess written wherever a confident (p >= 0.4) guess changes (`pilgrimage` frames,
+    its guess written wherever a confident (p >= 0.4) guess changes (`journey` frames,
     layer rows)."""
     fig, ax = figure(figsize=(10, 3.6))
     for p, (frame, label) in enumerate(zip(frames, labels)):

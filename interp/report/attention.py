@@ -6,8 +6,10 @@ import pandas as pd
 
 from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
-from interp.report.parts import Pane, Section, Table, image, table, token_cell
+from interp.report.parts import Pane, Section, Table, image, table
+from interp.report.views.embed import add_view
 from interp.runs.induction import MIN_DELTA, THRESHOLD
+from interp.text import show_token
 
 TOP = 8  # heads listed per prompt
 
@@ -35,7 +37,7 @@ def _reads(inputs: ReportInputs) -> pd.DataFrame:
     best = rows.loc[rows.groupby(["prompt", "layer", "head"])["weight"].idxmax()]
     best = best.merge(tokens[["prompt", "pos", "token"]], left_on=["prompt", "key"],
                       right_on=["prompt", "pos"])  # fmt: skip
-    best["reads"] = [f"{token_cell(t)} (pos {k}, {w:.2f})"
+    best["reads"] = [f"{show_token(t)} (pos {k}, {w:.2f})"
                      for t, k, w in zip(best["token"], best["key"], best["weight"])]  # fmt: skip
     return best[["prompt", "layer", "head", "reads"]]
 
@@ -48,12 +50,16 @@ def attention_section(inputs: ReportInputs) -> Section:
         "position 0 (the attention sink) when they have nothing to look up; the share of "
         "weight they put anywhere else is their activity. Entropy (nats) says how spread a "
         "head's attention is: exp(entropy) is the effective number of keys it reads. 'Reads' "
-        "is what the last prompt position looks at most in that head.",
+        "is what the last prompt position looks at most in that head. In the views below, pick "
+        "a layer and a head (grouped by the KV head they share; a KV head's button shows the "
+        "mean of its query heads) and hover or click a token: blue shades the keys it reads, "
+        "an orange underline the later tokens that read it.",
     )
     if inputs.frame("attention_summary").empty:
         section.notes.append("Attention was not captured in this trace.")
     else:
         _active_heads(inputs, section)
+        add_view(section, inputs, "attention")
     _induction(inputs, section)  # measured on its own probe: needs no capture of the prompts
     return section
 

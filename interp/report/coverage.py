@@ -8,7 +8,8 @@ import pandas as pd
 from interp.analysis.coverage import TAU, TOP_MIN, UNCOVERED_MAX
 from interp.plots import compare as figures
 from interp.report.inputs import ReportInputs
-from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
+from interp.report.parts import Pane, Section, Token, fmt, image, table
+from interp.text import show_text, show_token
 
 TOP_KEYS = 5  # most-read prompt tokens listed per prompt
 SUMMARY = {  # summary column -> row name in the numbers table and the comparison summary
@@ -66,7 +67,7 @@ def coverage_section(inputs: ReportInputs) -> Section:
         section.panes.append(_pane(prompt.label, row, own, tokens[tokens["prompt"] == p], checks))
         top = own.loc[own["mass"].idxmax()]
         values = {name: row[col] for col, name in SUMMARY.items()}
-        values["most read prompt token"] = f"{token_cell(top['token'])} @{top['pos']}"
+        values["most read prompt token"] = f"{show_token(top['token'])} @{top['pos']}"
         values["its mass"] = top["mass"]
         if checks is not None:
             per = checks.set_index("blocked")["delta_per_token"]
@@ -96,7 +97,7 @@ def _pane(label: str, row, keys: pd.DataFrame, tokens: pd.DataFrame, checks) -> 
     ]
     pane.tables.append(table(pd.DataFrame(numbers, columns=["measure", "value"]), "coverage"))
     top = keys[~keys["sink"]].nlargest(TOP_KEYS, "mass")
-    top = top.assign(token=top["token"].map(token_cell))[["pos", "token", "mass", "peak"]]
+    top = top.assign(token=top["token"].map(show_token))[["pos", "token", "mass", "peak"]]
     pane.tables.append(table(top.rename(columns={"peak": "peak (x uniform)"}),
                              "most read prompt tokens"))  # fmt: skip
     if checks is None:
@@ -131,11 +132,11 @@ def _shaded(keys: pd.DataFrame, tokens: pd.DataFrame) -> list[Token]:
     for k in keys.itertuples():
         if k.sink:
             title = f"pos {k.pos} | sink: its share is the sink mass ({k.attention:.3g})"
-            out.append(Token(show_token(k.token), 0.0, title, False))
+            out.append(Token(show_text(k.token), 0.0, title, False))
             continue
         state = "read" if k.covered else "not read"
         title = f"pos {k.pos} | mass {k.mass:.3g} | peak {k.peak:.3g}x uniform ({state})"
-        out.append(Token(show_token(k.token), float(k.mass / top), title, False))
+        out.append(Token(show_text(k.token), float(k.mass / top), title, False))
     for t in tokens[tokens["generated"]].itertuples():
-        out.append(Token(show_token(t.token), 0.0, f"pos {t.pos} | generated", True))
+        out.append(Token(show_text(t.token), 0.0, f"pos {t.pos} | generated", True))
     return out

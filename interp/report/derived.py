@@ -1,7 +1,7 @@
 """Analysis frames a report needs beyond the trace's own frames, computed while tensors exist.
 
 `derive(trace, model)` returns {name: frame, or a one-line reason it is missing}. A live trace
-computes them here; a saved trace only has what `save_trace` stored next to it (as
+computes them here; a saved trace only has what `save_derived` stored next to it (as
 `report_<name>.parquet`, which `Trace.load` reads back as frames), since a saved trace keeps
 no tensors. Each analysis lives in `interp.analysis`; this module only calls it.
 """
@@ -61,12 +61,12 @@ def _lens(trace: Trace, model) -> dict[str, pd.DataFrame]:
     return {"lens": pd.concat(frames, ignore_index=True)}
 
 
-def _pilgrimage(trace: Trace, model) -> dict[str, pd.DataFrame]:
-    """Per prompt, its last prompt position followed layer by layer (see analysis.pilgrimage)."""
-    from interp.analysis.pilgrimage import pilgrimage
+def _journey(trace: Trace, model) -> dict[str, pd.DataFrame]:
+    """Per prompt, its last prompt position followed layer by layer (see analysis.journey)."""
+    from interp.analysis.journey import journey
 
-    frames = [pilgrimage(trace, p) for p in range(len(trace.records))]
-    return {"pilgrimage": pd.concat(frames, ignore_index=True)}
+    frames = [journey(trace, p) for p in range(len(trace.records))]
+    return {"journey": pd.concat(frames, ignore_index=True)}
 
 
 def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
@@ -95,7 +95,7 @@ class Analysis:
 ANALYSES = [
     Analysis(("deltas",), _deltas, per_prompt=True),
     Analysis(("lens",), _lens, per_prompt=True),
-    Analysis(("pilgrimage",), _pilgrimage, per_prompt=True),
+    Analysis(("journey",), _journey, per_prompt=True),
     Analysis(
         ("coverage", "coverage_keys", "coverage_layers", "coverage_causal"),
         _coverage,
@@ -135,16 +135,23 @@ def _saved(trace: Trace, name: str) -> pd.DataFrame | str:
     try:
         return trace.frame(SAVED_PREFIX + name)
     except InterpError:
-        return "not saved with this trace (save it with interp.report.save_trace)"
+        return "not saved with this trace (save it with build_report(..., save=DIR))"
 
 
-def save_trace(trace: Trace, directory: str | Path, model=None) -> Path:
-    """`trace.save(directory)` plus the derived frames, so a report can be rebuilt from disk."""
+def save_derived(trace: Trace, derived: dict, directory: str | Path) -> Path:
+    """`trace.save(directory)` plus the frames `derive` returned for it, so a report can be
+    rebuilt from disk without the model (`build_report(Trace.load(directory), ...)`)."""
     directory = trace.save(directory)
-    for name, frame in derive(trace, model).items():
+    for name, frame in derived.items():
         if isinstance(frame, pd.DataFrame):
             try:
                 frame.to_parquet(directory / f"{SAVED_PREFIX}{name}.parquet", index=False)
             except OSError as exc:
                 raise InterpError(f"cannot write to {directory}: {exc.strerror}") from None
     return directory
+
+
+def save_trace(trace: Trace, directory: str | Path, model=None) -> Path:
+    """Derive and save without writing a report; `build_report(..., save=DIR)` saves the frames
+    it already derived instead of running the analyses (the induction probe included) again."""
+    return save_derived(trace, derive(trace, model), directory)

@@ -1,8 +1,8 @@
 """`build_report`: traces -> one self-contained HTML file, written atomically.
 
-The page needs nothing outside itself (CSS inline, figures as data URIs, no script), so it
-opens offline and can be mailed. The temporary file sits next to the target and is renamed
-over it only once complete: a failure leaves no half-written report behind.
+The page needs nothing outside itself (CSS inline, figures as data URIs, the views' code and
+data inline), so it opens offline and can be mailed. The temporary file sits next to the target
+and is renamed over it only once complete: a failure leaves no half-written report behind.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from interp.errors import InterpError
 from interp.files import write_atomic
-from interp.report.derived import ANALYSES, derive
+from interp.report.derived import ANALYSES, derive, save_derived
 from interp.report.inputs import ReportInputs
 from interp.report.parts import RC, Section
 from interp.report.sections import SECTIONS, summary_section
+from interp.report.views import page as views_page
 from interp.trace import Trace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -34,10 +35,16 @@ def build_report(
     model=None,
     title: str | None = None,
     progress: bool = True,
+    save: str | Path | None = None,
 ) -> Path:
     """Write the report of `traces` (live or `Trace.load`ed; several prompts each, compared
     side by side) to `path` and return it. `model` lets analyses that run the model again
-    (the induction probe) run; without it they show a note."""
+    (the induction probe, the coverage causal check) run; without it they show a note.
+
+    `save`: a directory to keep each live trace in (frames, meta and the analysis frames this
+    report derived; `save/<i>` for the i-th of several traces), so that
+    `build_report(Trace.load(save), ...)` rebuilds the same report without the model.
+    """
     traces = [traces] if isinstance(traces, Trace) else list(traces)
     if not traces:
         raise InterpError("no traces to report")
@@ -58,6 +65,9 @@ def build_report(
 
     with bar:
         derived = [derive(t, model, i == 0, step) for i, t in enumerate(traces)]
+        if save is not None:
+            for i, (trace, frames) in enumerate(zip(traces, derived)):
+                save_derived(trace, frames, Path(save) if len(traces) == 1 else Path(save) / str(i))
         inputs = ReportInputs(traces, derived)
         sections = []
         for build in SECTIONS:
@@ -98,6 +108,8 @@ def render_page(title: str, model: str, runs: list[dict], prompts, sections) -> 
     return env.get_template("report.html.j2").render(
         title=title, model=model, runs=runs, prompts=prompts, sections=sections,
         version=_version(),
+        # The views' code and style, once, where a section holds a view.
+        view_assets=views_page.assets() if any(s.views for s in sections) else "",
     )  # fmt: skip
 
 

@@ -14,13 +14,14 @@ import pandas as pd
 
 from interp.errors import InterpError
 from interp.report.parts import prompt_labels
+from interp.text import decode, show_text
 from interp.trace import Trace
 
 
 @dataclass
 class Prompt:
     label: str  # P1, P2, ...
-    text: str
+    text: str  # as displayed: whole-span decoded, control characters made visible
     continuation: str
 
 
@@ -42,11 +43,20 @@ class ReportInputs:
             self.offsets.append(start)
             start += _prompt_count(t)
         tokens = self.frame("tokens")
+        tokenizer = traces[0].tokenizer
+
+        def span(rows: pd.DataFrame) -> str:
+            # Whole spans decode characters that byte-level tokens split; a loaded trace has
+            # no tokenizer left, only its token texts.
+            if tokenizer is None or rows.empty:
+                return show_text("".join(rows["token"]))
+            return show_text(decode(tokenizer, rows["token_id"]))
+
         self.prompts = []
         for i, label in enumerate(prompt_labels(start)):
             rows = tokens[tokens["prompt"] == i]
-            text = "".join(rows.loc[~rows["generated"], "token"])
-            self.prompts.append(Prompt(label, text, "".join(rows.loc[rows["generated"], "token"])))
+            generated = rows["generated"].astype(bool)
+            self.prompts.append(Prompt(label, span(rows[~generated]), span(rows[generated])))
 
     @property
     def labels(self) -> list[str]:

@@ -67,6 +67,7 @@ class Section:
     stacked: bool = False  # panes one under the other (wide tables), not side by side
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    views: list = field(default_factory=list)  # interactive views (report.views.page.fragment)
     # measure name -> one value per prompt; the summary section collects these.
     measures: dict[str, list] = field(default_factory=dict)
 
@@ -111,18 +112,6 @@ def _is_numeric(column: pd.Series) -> bool:
         isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
         for v in values
     )
-
-
-def show_token(text: str) -> str:
-    """A token in running text: newlines get a visible mark (and still break the line)."""
-    return text.replace("\n", "\u21b5\n") or "\u2205"
-
-
-def token_cell(text: str) -> str:
-    """A token in a table cell, where whitespace would be invisible: spaces of a blank token
-    become \u2423, newlines \u21b5, tabs \u21e5. The template still escapes the result."""
-    text = text.replace("\n", "\u21b5").replace("\t", "\u21e5")
-    return (text.replace(" ", "\u2423") if not text.strip() else text) or "\u2205"
 
 
 def prompt_labels(n: int) -> list[str]:

@@ -13,10 +13,11 @@ import pandas as pd
 from interp.plots import compare as figures
 from interp.report.attention import attention_section
 from interp.report.coverage import coverage_section
+from interp.report.experts import experts_section
 from interp.report.inputs import ReportInputs
-from interp.report.moe import experts_section
-from interp.report.parts import Pane, Section, Token, fmt, image, show_token, table, token_cell
-from interp.report.stream import pilgrimage_section, residual_section
+from interp.report.parts import Pane, Section, Token, fmt, image, table
+from interp.report.stream import journey_section, residual_section
+from interp.text import show_text, show_token
 from interp.trace.kv_cache import kv_cache_bytes
 
 CANDIDATES = 5  # next-token candidates shown per prompt
@@ -92,7 +93,7 @@ def text_section(inputs: ReportInputs) -> Section:
         if not sampling.empty:  # only generation records candidates
             first_step = sampling[(sampling["prompt"] == p) & (sampling["step"] == 1)]
             top = first_step.nsmallest(CANDIDATES, "rank")[["rank", "token", "prob", "chosen"]]
-            top = top.assign(token=top["token"].map(token_cell))
+            top = top.assign(token=top["token"].map(show_token))
             pane.tables.append(table(top, "candidates for the first generated token"))
         section.panes.append(pane)
         gen = rows[rows["generated"]]
@@ -100,10 +101,10 @@ def text_section(inputs: ReportInputs) -> Section:
         for name, value in [
             ("prompt tokens", int((~rows["generated"]).sum())),
             ("generated tokens", len(gen)),
-            ("continuation", token_cell(prompt.continuation) if len(gen) else "-"),
+            ("continuation", prompt.continuation if len(gen) else "-"),
             ("mean log p, prompt (nats)", rows.loc[~rows["generated"], "logprob"].mean()),
             ("mean log p, continuation (nats)", gen["logprob"].mean() if len(gen) else None),
-            ("first generated token", token_cell(first.token) if first is not None else "-"),
+            ("first generated token", show_token(first.token) if first is not None else "-"),
             ("p(first generated token)", np.exp(first.logprob) if first is not None else None),
             ("entropy before it (nats)", first.entropy if first is not None else None),
         ]:
@@ -180,13 +181,13 @@ def _token(row) -> Token:
     title = f"id {row.token_id}" + (
         f" | p = {prob:.3g} | entropy before {row.entropy:.3g} nats" if prob is not None else ""
     )
-    return Token(show_token(row.token), prob or 0.0, title, bool(row.generated))
+    return Token(show_text(row.token), prob or 0.0, title, bool(row.generated))
 
 
 SECTIONS: list[Callable[[ReportInputs], Section]] = [
     model_section,
     text_section,
-    pilgrimage_section,
+    journey_section,
     residual_section,
     attention_section,
     coverage_section,

@@ -1,4 +1,4 @@
-"""Sections about the residual stream: the token's pilgrimage and the stream layer by layer."""
+"""Sections about the residual stream: the token's journey and the stream layer by layer."""
 
 from __future__ import annotations
 
@@ -9,29 +9,34 @@ from interp.analysis.lens import decision_depth
 from interp.plots import compare as figures
 from interp.plots.residual import lens_heatmap
 from interp.report.inputs import ReportInputs
-from interp.report.parts import Pane, Section, image, table, token_cell
+from interp.report.parts import Pane, Section, image, table
+from interp.report.views.embed import add_view
+from interp.text import show_token
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
 
 
-def pilgrimage_section(inputs: ReportInputs) -> Section:
+def journey_section(inputs: ReportInputs) -> Section:
     section = Section(
-        "pilgrimage",
-        "The token's pilgrimage",
+        "journey",
+        "The token's journey",
         "One position (the last of the prompt) followed through every layer: the size of its "
         "residual stream after the layer, the size of the attention and MLP writes, the prompt "
         "tokens its heads draw from most (token@position weight, averaged over heads), the "
         "experts it visited (MoE), and what the stream would predict if read out there (the "
-        "logit lens's top 3). At the boundary, the next-token candidates and the token chosen.",
+        "logit lens's top 3). At the boundary, the next-token candidates and the token chosen. "
+        "In the view, click an underlined (generated) token to follow that position instead.",
         stacked=True,
     )
-    frame = inputs.derived("pilgrimage")
+    frame = inputs.derived("journey")
     if frame is None:
-        section.notes.append(f"Not available for this report: {inputs.reason('pilgrimage')}.")
+        section.notes.append(f"Not available for this report: {inputs.reason('journey')}.")
         return section
     layers = frame[frame["stage"] == "layer"]
     per_prompt = [layers[layers["prompt"] == p] for p in range(len(inputs.prompts))]
-    section.images.append(image(figures.lens_guesses(per_prompt, inputs.labels), "lens guesses"))
+    if not add_view(section, inputs, "journey"):
+        figure = figures.lens_guesses(per_prompt, inputs.labels)
+        section.images.append(image(figure, "lens guesses"))
     columns = {"layer": "layer", "resid_norm": "|x|", "attn_write": "|attn|",
                "mlp_write": "|MLP|", "sources": "draws from", "experts": "experts",
                "lens": "lens top 3"}  # fmt: skip
@@ -42,13 +47,13 @@ def pilgrimage_section(inputs: ReportInputs) -> Section:
         own = frame[frame["prompt"] == p]
         first, boundary = own.iloc[0], own[own["stage"] == "boundary"].iloc[0]
         notes = [
-            f"Follows '{token_cell(first['token'])}' at position {first['pos']}.",
+            f"Follows '{show_token(first['token'])}' at position {first['pos']}.",
             f"Next-token candidates: {boundary['lens']}.",
             f"Chosen: {boundary['chosen'] or '(the trace ends here)'}.",
         ]
         rows = own[own["stage"] == "layer"][list(columns)].rename(columns=columns)
         section.panes.append(Pane(prompt.label, notes=notes, tables=[table(rows, "by layer")]))
-        followed.append(f"{token_cell(first['token'])} @{first['pos']}")
+        followed.append(f"{show_token(first['token'])} @{first['pos']}")
         chosen.append(boundary["chosen"] or "-")
     section.measures = {"followed token @position": followed, "token chosen after it": chosen}
     return section
@@ -72,9 +77,10 @@ def residual_section(inputs: ReportInputs) -> Section:
         "whose norm is an outlier. Per prompt: each write's size relative to the stream it "
         "lands in, cos(x_l, x_l+1) (1: the layer did not turn the stream) and the growth "
         "|x_l+1| / |x_l|. The logit lens reads the stream after each layer through the final "
-        "norm and unembedding, as if that layer were the last: the heatmap shows the "
-        "probability it gives to the model's final prediction at each position, and the "
-        "decision depth is the first layer from which its top guess is the final one and "
+        "norm and unembedding, as if that layer were the last: the grid shades each layer and "
+        "position by the lens's top-1 probability (hover a cell for its top 5; a report "
+        "rebuilt from a saved trace shows the probability of the final prediction instead), "
+        "and the decision depth is the first layer from which its top guess is the final one and "
         "stays so.",
         panes=[Pane(label) for label in inputs.labels],
     )
@@ -140,21 +146,22 @@ def _lens(inputs: ReportInputs, section: Section) -> None:
         section.notes.append(f"Logit lens: not available: {inputs.reason('lens')}.")
         return
     tokens = inputs.frame("tokens")
-    for p, label in enumerate(inputs.labels):
-        texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(token_cell))
-        fig = lens_heatmap(lens[lens["prompt"] == p], texts)
-        fig.axes[0].set_title(f"logit lens, {label}")
-        section.images.append(image(fig, f"logit lens of {label}"))
+    if not add_view(section, inputs, "lens"):  # the heatmap, where the view cannot be built
+        for p, label in enumerate(inputs.labels):
+            texts = list(tokens.loc[tokens["prompt"] == p, "token"].map(show_token))
+            fig = lens_heatmap(lens[lens["prompt"] == p], texts)
+            fig.axes[0].set_title(f"logit lens, {label}")
+            section.images.append(image(fig, f"logit lens of {label}"))
     depth = decision_depth(lens).merge(tokens[["prompt", "pos", "token"]], on=["prompt", "pos"])
     last = []
     for p in range(len(inputs.prompts)):
         own = depth[depth["prompt"] == p].sort_values("pos")
-        shown = own.assign(token=own["token"].map(token_cell), final=own["final"].map(token_cell))
+        shown = own.assign(token=own["token"].map(show_token), final=own["final"].map(show_token))
         shown = shown[["pos", "token", "final", "depth"]].rename(columns={"final": "predicts"})
         section.panes[p].tables.append(table(shown, "decision depth by position", collapsed=True))
         prompt_end = tokens[(tokens["prompt"] == p) & ~tokens["generated"]]["pos"].max()
         last.append(own[own["pos"] == prompt_end].iloc[0])
-    section.measures["prediction after the prompt"] = [token_cell(r["final"]) for r in last]
+    section.measures["prediction after the prompt"] = [show_token(r["final"]) for r in last]
     section.measures["its decision depth (layer)"] = [int(r["depth"]) for r in last]
     section.measures["mean decision depth over positions"] = list(
         depth.groupby("prompt")["depth"].mean()

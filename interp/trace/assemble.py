@@ -8,48 +8,38 @@ import torch
 from interp.trace.hooks import Capture
 
 
-def slice_capture(cap: Capture, b: int, n: int, model, keys: int | None = None, release=False):
+def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict[str, torch.Tensor]:
     """Prompt `b`'s tensors: `n` query positions and `keys` key positions (default `n`; a
     KV-cache step has one query and every earlier key).
 
-    `release`: this is the capture's last reader, so each stacked layer tensor is dropped from
-    the capture once copied (a long prompt's capture then never exists twice in memory); the
-    small top-source pairs and the final resid_post stay until the capture goes.
+    With one prompt in the batch these are views of the capture's buffers (no copy); with
+    several, each prompt gets its own copy, so that no prompt's tensors keep the batch alive.
     """
     keys = keys or n
-    layers = range(model.cfg.n_layers)
 
-    def stack(store: dict, cut) -> torch.Tensor:
-        """Layer-major stack of `cut(tensor)`; hooks fire, and so fill `store`, in layer order."""
-        out, count = None, len(store)
-        for j, layer in enumerate(list(store)):
-            part = cut(store.pop(layer) if release else store[layer])
-            if out is None:
-                out = part.new_empty((count, *part.shape))
-            out[j] = part
-        return out
+    def cut(stack, *index) -> torch.Tensor:  # stack.data [layer batch ...]
+        part = stack.data[(slice(None), b, *index)]
+        return part.clone() if stack.data.shape[1] > 1 else part
 
     out: dict[str, torch.Tensor] = {}
-    if cap.resid_pre:
-        final = cap.resid_post[layers[-1]][b, :n]
-        pre = stack(cap.resid_pre, lambda t: t[b, :n])
-        out["resid"] = torch.cat([pre, final[None]])
-        out["attn_out"] = stack(cap.attn_out, lambda t: t[b, :n])
+    if cap.resid:
+        out["resid"] = cut(cap.resid, slice(n))
+        out["attn_out"] = cut(cap.attn_out, slice(n))
         out["mlp_out"] = (
-            stack(cap.mlp_out, lambda t: t[b, :n]) if cap.mlp_out else torch.zeros_like(pre)
+            cut(cap.mlp_out, slice(n)) if cap.mlp_out else torch.zeros_like(out["attn_out"])
         )
-        out["z"] = stack(cap.z, lambda t: t[b, :n])
+        out["z"] = cut(cap.z, slice(n))
     if cap.key_mass:
-        out["key_mass"] = stack(cap.key_mass, lambda t: t[b, :, :keys])
-        out["query_entropy"] = stack(cap.query_entropy, lambda t: t[b, :, :n])
-        out["top_weights"] = torch.stack([cap.top_sources[i][0][b, :, :n] for i in layers])
-        out["top_keys"] = torch.stack([cap.top_sources[i][1][b, :, :n] for i in layers])
+        out["key_mass"] = cut(cap.key_mass, slice(None), slice(keys))
+        out["query_entropy"] = cut(cap.query_entropy, slice(None), slice(n))
+        out["top_weights"] = cut(cap.top_weights, slice(None), slice(n))
+        out["top_keys"] = cut(cap.top_keys, slice(None), slice(n))
         if cap.query_rows:
-            out["query_rows"] = stack(cap.query_rows, lambda t: t[b, :, :, :keys])
+            out["query_rows"] = cut(cap.query_rows, slice(None), slice(None), slice(keys))
         if cap.patterns:
-            out["patterns"] = stack(cap.patterns, lambda t: t[b, :, :n, :keys])
+            out["patterns"] = cut(cap.patterns, slice(None), slice(n), slice(keys))
     if cap.router_logits:
-        out["router_logits"] = stack(cap.router_logits, lambda t: t[b, :n])
+        out["router_logits"] = cut(cap.router_logits, slice(n))
     return out
 
 

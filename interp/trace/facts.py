@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from interp.models.devices import model_dtype
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -24,6 +28,11 @@ class ModelFacts:
     top_k: int = 0
     router: str | None = None  # the routing family, e.g. "softmax_top_k"
     renormalise_top_k: bool = False  # the chosen experts' weights are rescaled to sum to 1
+    dtype: str = "float32"  # what the model computes and caches in ("bfloat16", ...)
+
+    @property
+    def dtype_bytes(self) -> int:
+        return torch.finfo(getattr(torch, self.dtype)).bits // 8
 
     @property
     def group_size(self) -> int:
@@ -50,6 +59,7 @@ class ModelFacts:
             "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
             "d_model": cfg.d_model, "d_head": cfg.d_head, "d_vocab": cfg.d_vocab,
             "n_ctx": cfg.n_ctx, "moe_layers": moe,
+            "dtype": str(model_dtype(model)).removeprefix("torch."),
         }  # fmt: skip
         hf = getattr(getattr(model, "original_model", None), "config", None)
         if moe and hf is not None:

@@ -4,12 +4,15 @@ Every hook writes into a `Capture`; nothing is kept that was not asked for. Atte
 kept in full only under a memory budget; otherwise each hook reduces its pattern on the spot
 (mass received per key, entropy per query, top sources per query, rows of chosen queries),
 so memory grows with T, not T^2.
+
+Device-agnostic: a hook reduces its tensor where it was produced (any GPU of a split model, in
+float32), then moves the result to the CPU once, as float32, at its reduced size
+(`LayerStack.put`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 
 import torch
 
@@ -17,32 +20,65 @@ from interp.trace.facts import moe_layers
 
 GROUPS = {"residual", "attention", "routing", "shapes"}
 TOP_SOURCES = 3
+BLOCK_ELEMENTS = 2**20  # pattern entries per temporary block (4 MB)
 
 
-@dataclass
+class LayerStack:
+    """A [slot batch ...] CPU buffer that the hooks fill one slot (layer) each: every captured
+    tensor is copied once, straight into its layer-major place (float32 if floating, whatever
+    the model's dtype and device), and never stacked afterwards."""
+
+    def __init__(self, size: int):
+        self.size, self.data = size, None
+
+    def put(self, slot: int, tensor: torch.Tensor) -> None:
+        if self.data is None:
+            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+            self.data = torch.empty((self.size, *tensor.shape), dtype=dtype)
+        self.data[slot].copy_(tensor.detach())
+
+    def __bool__(self) -> bool:
+        return self.data is not None
+
+
 class Capture:
-    """Tensors of one forward over a batch [B, T], per layer; `assemble` stacks them layer-major
-    after the forward."""
+    """Tensors of one forward over a batch [B, T], each a `LayerStack` [layer B ...]."""
 
-    resid_pre: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, d]
-    attn_out: dict[int, torch.Tensor] = field(default_factory=dict)
-    mlp_out: dict[int, torch.Tensor] = field(default_factory=dict)
-    resid_post: dict[int, torch.Tensor] = field(default_factory=dict)
-    z: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, H, d_head]
-    patterns: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, H, T, T]
-    key_mass: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, H, T]
-    query_entropy: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, H, T]
-    top_sources: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    query_rows: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, H, nq, T]
-    router_logits: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, T, E]
-    shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    def __init__(self, n_layers: int, n_routed: int):
+        self.resid = LayerStack(n_layers + 1)  # [layer+1 B T d]: resid_pre..., last resid_post
+        self.attn_out, self.mlp_out = LayerStack(n_layers), LayerStack(n_layers)  # [.. B T d]
+        self.z = LayerStack(n_layers)  # [layer B T H d_head]
+        self.patterns = LayerStack(n_layers)  # [layer B H T T]
+        self.key_mass, self.query_entropy = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T]
+        self.top_weights, self.top_keys = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T 3]
+        self.query_rows = LayerStack(n_layers)  # [layer B H nq T]
+        self.router_logits = LayerStack(n_routed)  # [moe_layer B T E]
+        self.shapes: list[tuple[str, tuple[int, ...]]] = []
 
 
-def _store(target: dict, layer: int):
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a captured tensor: float32 if floating (whatever the model's dtype), else
+    as it is (indices). Always a copy: the model may reuse the hooked tensor."""
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    return tensor.detach().to("cpu", dtype, copy=True)
+
+
+def _store(target: LayerStack, slot: int):
     def hook(tensor: torch.Tensor, hook) -> None:
-        target[layer] = tensor.detach().clone()
+        target.put(slot, tensor)
 
     return hook
+
+
+def _row_entropy(pattern: torch.Tensor) -> torch.Tensor:
+    """Entropy of each query's row, [B H Tq Tk] -> [B H Tq], in blocks of queries: one
+    pattern-sized temporary would add T^2 memory and cost a page fault per 4 kB."""
+    step = max(1, BLOCK_ELEMENTS // (pattern.shape[0] * pattern.shape[1] * pattern.shape[-1]))
+    blocks = [
+        torch.special.entr(pattern[:, :, q : q + step]).sum(dim=-1)
+        for q in range(0, pattern.shape[2], step)
+    ]
+    return torch.cat(blocks, dim=2)
 
 
 def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
@@ -50,36 +86,38 @@ def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     prompt, so right-padding queries never add to the mass a key receives."""
 
     def hook(pattern: torch.Tensor, hook) -> None:
-        pattern = pattern.detach()
+        pattern = pattern.detach().float()  # [batch head query key], on the layer's device
         if keep_full:
-            cap.patterns[layer] = pattern.clone()
+            cap.patterns.put(layer, pattern)
         if all(n == pattern.shape[2] for n in lengths):
-            cap.key_mass[layer] = pattern.sum(dim=-2)
+            cap.key_mass.put(layer, pattern.sum(dim=-2))
         else:
-            real = torch.zeros(pattern.shape[0], 1, pattern.shape[2], 1, dtype=pattern.dtype)
+            real = pattern.new_zeros(pattern.shape[0], 1, pattern.shape[2], 1)
             for b, n in enumerate(lengths):
                 real[b, :, :n] = 1.0
-            cap.key_mass[layer] = (pattern * real).sum(dim=-2)
-        cap.query_entropy[layer] = torch.special.entr(pattern).sum(dim=-1)
+            cap.key_mass.put(layer, (pattern * real).sum(dim=-2))
+        cap.query_entropy.put(layer, _row_entropy(pattern))
         k = min(TOP_SOURCES, pattern.shape[-1])
         weights, keys = pattern.topk(k, dim=-1)
         if k < TOP_SOURCES:  # fewer keys than sources: pad so steps concatenate
             pad = TOP_SOURCES - k
             weights = torch.nn.functional.pad(weights, (0, pad))
             keys = torch.nn.functional.pad(keys, (0, pad), value=-1)
-        cap.top_sources[layer] = (weights, keys)
+        cap.top_weights.put(layer, weights)
+        cap.top_keys.put(layer, keys)
         if rows is not None:
-            cap.query_rows[layer] = torch.stack(
-                [pattern[b][:, rows[b], :] for b in range(pattern.shape[0])]
+            cap.query_rows.put(
+                layer,
+                torch.stack([pattern[b][:, rows[b].tolist(), :] for b in range(pattern.shape[0])]),
             )
 
     return hook
 
 
-def _router_hook(cap: Capture, layer: int, batch: int):
+def _router_hook(cap: Capture, slot: int, batch: int):
     def hook(logits: torch.Tensor, hook) -> None:
         # MoE routers see the flattened [B*T, E] token list.
-        cap.router_logits[layer] = logits.detach().reshape(batch, -1, logits.shape[-1]).clone()
+        cap.router_logits.put(slot, logits.detach().reshape(batch, -1, logits.shape[-1]))
 
     return hook
 
@@ -95,40 +133,43 @@ def _shape_hook(cap: Capture, name: str):
 
 def build_hooks(
     model,
-    cap: Capture,
     groups: set[str],
     batch: int,
     keep_full_attention: bool,
     query_rows: torch.Tensor | None,
     lengths: list[int],
     hook_names: Collection[str],
-) -> list[tuple[str, object]]:
-    """(hook name, fn) pairs for `model.hooks(fwd_hooks=...)` capturing `groups`.
+) -> tuple[Capture, list[tuple[str, object]]]:
+    """A `Capture` and the (hook name, fn) pairs for `model.hooks(fwd_hooks=...)` that fill it
+    with `groups`.
 
     `hook_names`: the model's hook_dict keys in order, read once by the caller.
     """
     hooks: list[tuple[str, object]] = []
-    routed = set(moe_layers(model, hook_names)) if "routing" in groups else set()
-    for layer in range(model.cfg.n_layers):
+    n_layers = model.cfg.n_layers
+    routed = moe_layers(model, hook_names) if "routing" in groups else []
+    cap = Capture(n_layers, len(routed))
+    for layer in range(n_layers):
         prefix = f"blocks.{layer}"
         if "residual" in groups:
             hooks += [
-                (f"{prefix}.hook_resid_pre", _store(cap.resid_pre, layer)),
+                (f"{prefix}.hook_resid_pre", _store(cap.resid, layer)),
                 (f"{prefix}.hook_attn_out", _store(cap.attn_out, layer)),
                 (f"{prefix}.attn.hook_z", _store(cap.z, layer)),
             ]
-            if layer == model.cfg.n_layers - 1:  # earlier resid_posts are the next resid_pres
-                hooks.append((f"{prefix}.hook_resid_post", _store(cap.resid_post, layer)))
+            if layer == n_layers - 1:  # earlier resid_posts are the next resid_pres
+                hooks.append((f"{prefix}.hook_resid_post", _store(cap.resid, n_layers)))
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups:
             hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
         if layer in routed:
-            hooks.append((f"{prefix}.mlp.gate.hook_out", _router_hook(cap, layer, batch)))
+            slot = routed.index(layer)
+            hooks.append((f"{prefix}.mlp.gate.hook_out", _router_hook(cap, slot, batch)))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
-    return hooks
+    return cap, hooks
 
 
 # TL hooks that only fire after a `set_use_*` switch (they would change the forward's cost).

@@ -7,11 +7,15 @@ import torch
 from interp.trace.facts import ModelFacts
 
 
-def kv_cache_bytes(facts: ModelFacts, positions: int, dtype_bytes: int = 4) -> tuple[int, int]:
+def kv_cache_bytes(
+    facts: ModelFacts, positions: int, dtype_bytes: int | None = None
+) -> tuple[int, int]:
     """(bytes held with the model's KV heads, bytes full multi-head attention would hold).
 
     2 (K and V) x layers x KV heads x d_head x positions x bytes; MLP and MoE layers add nothing.
+    `dtype_bytes` defaults to the model's own dtype (2 in bfloat16, 4 in float32).
     """
+    dtype_bytes = dtype_bytes or facts.dtype_bytes
     per_head = 2 * facts.n_layers * facts.d_head * positions * dtype_bytes
     return per_head * facts.n_key_value_heads, per_head * facts.n_heads
 

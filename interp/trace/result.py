@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
+from interp.models.devices import input_device, model_dtype
 from interp.trace import frames
 from interp.trace.facts import ModelFacts
 
@@ -42,7 +44,7 @@ class Trace:
         self._frames: dict[str, pd.DataFrame] = dict(saved_frames or {})
         self.tokenizer = getattr(model, "tokenizer", None)
         # References (no copies) to what analyses need to read the stream out as logits.
-        self.readout = (lambda x: model.unembed(model.ln_final(x))) if model is not None else None
+        self.readout = _readout(model) if model is not None else None
         self._model = model
 
     @functools.cached_property
@@ -52,10 +54,12 @@ class Trace:
     @functools.cached_property
     def weights(self) -> dict[str, torch.Tensor]:
         """W_O [layer head d_head d_model], W_U [d_model vocab], b_U [vocab]; built on first use
-        (stacking 30 layers' W_O costs as much as a short forward pass). Empty when loaded."""
+        (stacking 30 layers' W_O costs as much as a short forward pass). Empty when loaded.
+        float32 on the CPU, like the captures they are multiplied with."""
         if self._model is None:
             return {}
-        return {"W_O": self._model.W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
+        weights = {"W_O": self._model.W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
+        return {name: w.detach().float().cpu() for name, w in weights.items()}
 
     def frame(self, name: str) -> pd.DataFrame:
         if name not in self._frames:
@@ -90,10 +94,34 @@ class Trace:
             raise InterpError(f"cannot write the trace to {directory}: {exc.strerror}") from None
         return directory
 
+    # -- interactive views: interp.report.views draws them; only this call lives here --
+    def show(self, kind: str = "attention", prompt: int | Sequence[int] = 0, **options):
+        """An offline interactive view (attention, lens, routing, journey) of one prompt, or
+        of several side by side; a notebook draws it, `.save(path)` writes it as a page."""
+        from interp.report.views import show
+
+        return show(self, kind, prompt, **options)
+
+    # -- end of views --
     @classmethod
     def load(cls, directory: str | Path) -> Trace:
         directory = Path(directory)
         if not (directory / "meta.json").is_file():
             raise InterpError(f"{directory} holds no saved trace (meta.json missing)")
-        saved = {p.stem: pd.read_parquet(p) for p in directory.glob("*.parquet")}
-        return cls([], json.loads((directory / "meta.json").read_text()), saved_frames=saved)
+        from interp.trace.saved import read_frames, read_meta
+
+        return cls([], read_meta(directory), saved_frames=read_frames(directory))
+
+
+def _readout(model):
+    """The model's own final norm + unembedding, as a function of a captured (float32, CPU)
+    residual [... d]: run on the norm's device in the model's dtype, so the last layer's
+    readout is what the model computed; the logits come back float32 on the CPU."""
+    norm_weights = list(model.ln_final.parameters())
+    device = norm_weights[0].device if norm_weights else input_device(model)
+    dtype = model_dtype(model)
+
+    def readout(x: torch.Tensor) -> torch.Tensor:
+        return model.unembed(model.ln_final(x.to(device, dtype))).float().cpu()
+
+    return readout

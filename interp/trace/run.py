@@ -6,6 +6,10 @@ declared up front and active for the whole run. Which forwards a hook sees: one 
 padded prompt batch [batch pos ...], then, when generating, one per new token over that token
 alone [1 1 ...] (the keys come from the KV cache). The capture hooks run after the user's at
 every hook point, so the trace records what the model actually used.
+
+Device-agnostic: token ids go to the model's input device (its embedding's; the first GPU of a
+split model), captures come back to the CPU as float32 (trace/hooks.py), and everything the
+trace keeps from the logits (log-probs, entropies, query logits, sampling) is float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from interp import validate
 from interp.errors import InterpError
+from interp.models.devices import input_device
 from interp.prompts import encode
 from interp.trace import assemble, frames, hooks
 from interp.trace.facts import ModelFacts
@@ -27,6 +33,7 @@ from interp.vocab import Hook, entropy, log_probs
 
 DEFAULT_CAPTURE = ("residual", "attention", "routing", "shapes")
 QUERY_POSITIONS = ("last", "all")
+STATS_ELEMENTS = 2**21  # logits per chunk of the per-token log-prob and entropy (8 MB)
 
 
 def trace(
@@ -48,8 +55,9 @@ def trace(
     generated one; "all" keeps every row (that is, full patterns).
     """
     sampling = sampling or Sampling()
-    if max_new_tokens < 0:
-        raise InterpError("max_new_tokens must be >= 0")
+    if not isinstance(sampling, Sampling):
+        raise InterpError(f"sampling must be an interp.Sampling, not {type(sampling).__name__}")
+    max_new_tokens = validate.integer(max_new_tokens, "max_new_tokens", low=0)
     if query_positions not in QUERY_POSITIONS:
         raise InterpError(
             f"query_positions must be one of {QUERY_POSITIONS}, not {query_positions!r}"
@@ -61,8 +69,7 @@ def trace(
     sequences = _sequences(model, prompts)
     facts = ModelFacts.of(model, hook_names)
     longest = max(len(s) for s in sequences) + max_new_tokens
-    if longest > facts.n_ctx:
-        raise InterpError(f"prompt + continuation is {longest} tokens; context is {facts.n_ctx}")
+    validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
     full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
     keep_full = "attention" in groups and (
         query_positions == "all" or full_bytes <= attention_budget_mb * 2**20
@@ -82,6 +89,7 @@ def trace(
         "max_new_tokens": max_new_tokens,
         "sampling": sampling.as_dict(),
         "full_attention": keep_full,
+        "device": str(run.device),
         "shapes": run.shapes,
         "command": None,  # set by the CLI, which has one
     }
@@ -143,17 +151,22 @@ def _guarded(name: str, fn):
 
 def _sequences(model, prompts) -> list[torch.Tensor]:
     if isinstance(prompts, torch.Tensor):
+        if prompts.ndim not in (1, 2):
+            raise InterpError(f"token ids must be 1-D or a 2-D batch, not {prompts.ndim}-D")
         prompts = list(prompts) if prompts.ndim == 2 else [prompts]
-    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    if isinstance(prompts, str):
+        items = [prompts]
+    elif isinstance(prompts, Sequence):
+        items = list(prompts)
+    else:
+        kind = type(prompts).__name__
+        raise InterpError(f"prompts must be text, token ids or a list of them, not {kind}")
     if not items:
         raise InterpError("no prompts given")
-    if isinstance(items[0], torch.Tensor):
-        for ids in items:
-            if ids.numel() == 0:
-                raise InterpError("the prompt is empty")
-            if ids.min() < 0 or ids.max() >= model.cfg.d_vocab:
-                raise InterpError(f"token ids must lie in [0, {model.cfg.d_vocab})")
-        return [ids.long() for ids in items]
+    if all(isinstance(item, torch.Tensor) for item in items):
+        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items]
+    if not all(isinstance(item, str) for item in items):
+        raise InterpError("prompts must be all text or all token-id tensors, not a mix")
     return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
 
 
@@ -165,23 +178,26 @@ class _Runner:
         self.groups = set(groups)  # shapes are read from the first forward only
         self.user_hooks, self.keep_full = user_hooks, keep_full
         self.shapes: list = []
+        self.device = input_device(model)
 
-    def _forward(self, ids, rows, past=None, lengths=None):
-        captured = hooks.Capture()
+    def _forward(self, ids, rows, past=None, lengths=None, cache=True):
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
-        capture_hooks = hooks.build_hooks(
-            self.model, captured, self.groups, ids.shape[0], self.keep_full, rows, lengths,
+        captured, capture_hooks = hooks.build_hooks(
+            self.model, self.groups, ids.shape[0], self.keep_full, rows, lengths,
             self.hook_names,
         )  # fmt: skip
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:
             # Stored under the name asked for: TL aliases resolve to another hook.name.
             capture_hooks.append(
-                (name, lambda t, hook, name=name: raw_store.__setitem__(name, t.detach().clone()))
+                (name, lambda t, hook, name=name: raw_store.__setitem__(name, hooks.to_host(t)))
             )
+        ids = ids.to(self.device)
         # The user's hooks first: what is captured is what the model used.
         with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
-            if past is None:
+            if not cache:  # one forward, no generation: a KV cache would only take memory
+                logits = self.model(ids)
+            elif past is None:
                 logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
             else:
                 logits, past = self.model(ids, return_type="logits_and_cache", past_key_values=past)
@@ -200,14 +216,13 @@ class _Runner:
         for b, seq in enumerate(sequences):
             ids[b, : len(seq)] = seq
         rows = torch.tensor([[n - 1] for n in lengths])
-        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths)
+        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths, cache=False)
         records = []
         for b, n in enumerate(lengths):
-            last = b == len(lengths) - 1
-            tensors = assemble.slice_capture(captured, b, n, self.model, release=last)
+            tensors = assemble.slice_capture(captured, b, n)
             tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
             logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
-            query_logits = logits[b, n - 1 : n].clone()
+            query_logits = logits[b, n - 1 : n].float().cpu()
             records.append(
                 PromptRecord(ids[b, :n].clone(), n, logprob, ent, [n - 1], query_logits, tensors)
             )
@@ -217,12 +232,12 @@ class _Runner:
         generator = torch.Generator().manual_seed(sampling.seed)
         n0 = len(prompt)
         captured, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
-        parts = [assemble.slice_capture(captured, 0, n0, self.model, release=True)]
+        parts = [assemble.slice_capture(captured, 0, n0)]
         raw_parts = {name: [t[0]] for name, t in raw.items()}
-        ids, step_logits = prompt.tolist(), [logits[0, -1]]
+        ids, step_logits = prompt.tolist(), [logits[0, -1].float().cpu()]
         logprob, ent = _token_stats(logits[0], prompt)
         logprobs, entropies = list(logprob), list(ent)
-        record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], logits[0, -1:], {})
+        record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], step_logits[0][None], {})
         facts = ModelFacts.of(self.model, self.hook_names)
         for step in range(1, steps + 1):
             last = step_logits[-1]
@@ -236,12 +251,10 @@ class _Runner:
             captured, raw_step, logits, past = self._forward(
                 torch.tensor([[token]]), torch.tensor([[0]]), past
             )
-            parts.append(
-                assemble.slice_capture(captured, 0, 1, self.model, keys=len(ids), release=True)
-            )
+            parts.append(assemble.slice_capture(captured, 0, 1, keys=len(ids)))
             for name, t in raw_step.items():
                 raw_parts[name].append(t[0])
-            step_logits.append(logits[0, -1])
+            step_logits.append(logits[0, -1].float().cpu())
             held, mha = kv_cache_bytes(facts, len(ids))
             record.kv_cache.append({
                 "step": step, "positions": len(ids), "bytes": held, "mha_bytes": mha,
@@ -278,12 +291,15 @@ def _join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p of each token given its prefix, and the entropy of the predicting distribution."""
-    chosen, ent = [], []
-    # In row chunks: a [pos vocab] log_softmax and its exp would triple the logits' memory.
-    for start in range(0, len(ids) - 1, 256):
-        logp = log_probs(logits[start : start + 256])[: len(ids) - 1 - start]
-        chosen.append(logp.gather(-1, ids[start + 1 : start + 257, None])[:, 0])
+    """log p of each token given its prefix, and the entropy of the predicting distribution:
+    computed in float32 where the logits are, returned on the CPU."""
+    chosen, ent, ids = [], [], ids.to(logits.device)
+    # In row chunks small enough for the allocator to reuse (a few MB): a [pos vocab] temporary
+    # would triple the logits' memory, and fresh large blocks cost a page fault per 4 kB.
+    rows = max(1, STATS_ELEMENTS // logits.shape[-1])
+    for start in range(0, len(ids) - 1, rows):
+        logp = log_probs(logits[start : start + rows])[: len(ids) - 1 - start]
+        chosen.append(logp.gather(-1, ids[start + 1 : start + 1 + rows, None])[:, 0])
         ent.append(-(logp.exp() * logp).sum(-1))
     nan = torch.tensor([float("nan")])
-    return torch.cat([nan, *chosen]), torch.cat([nan, *ent])
+    return torch.cat([nan, *[c.cpu() for c in chosen]]), torch.cat([nan, *[e.cpu() for e in ent]])

@@ -1,4 +1,8 @@
-"""The sampling boundary: logits -> a distribution -> one token, and the rows that record it."""
+"""The sampling boundary: logits -> a distribution -> one token, and the rows that record it.
+
+Tokens are drawn from float32 probabilities on the CPU with a CPU generator, so one seed picks
+the same tokens on the CPU and on a GPU wherever the logits agree.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from interp import validate
 from interp.text import token_texts
 from interp.vocab import entropy
 
@@ -21,12 +26,24 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
 
+    def __post_init__(self):
+        # Frozen: the checked values are written back through object.__setattr__.
+        checked = {
+            "temperature": validate.number(self.temperature, "temperature", low=0),
+            "top_k": validate.integer(self.top_k, "top_k", low=0),
+            "top_p": validate.number(self.top_p, "top_p", low=0, high=1, low_open=True),
+            "seed": validate.seed(self.seed),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
     def as_dict(self) -> dict:
         return asdict(self)
 
     def distribution(self, logits: torch.Tensor) -> torch.Tensor:
-        """The probabilities actually sampled from (after temperature, top-k, top-p)."""
-        logits = logits.float()
+        """The probabilities actually sampled from (after temperature, top-k, top-p), float32 on
+        the CPU."""
+        logits = logits.float().cpu()
         if self.temperature <= 0:
             probs = torch.zeros_like(logits)
             probs[logits.argmax()] = 1.0
@@ -53,7 +70,7 @@ class Sampling:
 
 def sampling_rows(step, pos, logits, sampling: Sampling, token: int, tokenizer) -> list[dict]:
     """The top candidates of one generation step (plus the chosen token if it ranked lower)."""
-    probs = logits.float().softmax(-1)
+    probs = logits.float().cpu().softmax(-1)
     sampled = sampling.distribution(logits)
     top = probs.topk(TOP_CANDIDATES).indices.tolist()
     if token not in top:

@@ -1,4 +1,4 @@
-"""The token pilgrimage frame, its terminal table and the `interp journey` command."""
+"""The token journey frame, its terminal table and the `interp journey` command."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from interp.analysis.pilgrimage import format_journey, pilgrimage
-from interp.cli import journey
+from interp.analysis.journey import format_journey, journey
+from interp.cli import journey as cli
 from interp.errors import InterpError
 
 FRANCE = "The capital of France is"
@@ -16,7 +16,7 @@ FRANCE = "The capital of France is"
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    journey.add_parser(parser.add_subparsers())
+    cli.add_parser(parser.add_subparsers())
     return parser.parse_args(["journey", *argv])
 
 
@@ -29,7 +29,7 @@ def france(smollm):
 
 @pytest.mark.slow
 def test_one_row_per_layer_then_the_boundary(smollm, france):
-    frame = pilgrimage(france)
+    frame = journey(france)
     n_layers = smollm.cfg.n_layers
     layers = frame[frame["stage"] == "layer"]
     assert list(layers["layer"]) == list(range(n_layers))
@@ -51,27 +51,27 @@ def test_one_row_per_layer_then_the_boundary(smollm, france):
 
 @pytest.mark.slow
 def test_earlier_position_uses_the_prompt_as_the_next_token(france):
-    frame = pilgrimage(france, position=2)
+    frame = journey(france, position=2)
     assert frame.iloc[-1]["chosen"] == "France"  # the text's next token, not a sample
     with pytest.raises(InterpError, match="position 6"):
-        pilgrimage(france, position=6)
+        journey(france, position=6)
 
 
 @pytest.mark.slow
 def test_cli_prints_the_journey(smollm, monkeypatch, capsys):
     import interp
 
-    monkeypatch.setattr(interp, "load", lambda name: smollm)
-    assert journey.run(parse(FRANCE)) == 0
+    monkeypatch.setattr(interp, "load", lambda name, **options: smollm)
+    assert cli.run(parse(FRANCE)) == 0
     out = capsys.readouterr().out
     assert "token 'is' at position 4" in out and "chosen: Paris" in out
-    assert journey.run(parse(FRANCE, "--format", "json", "--position", "1")) == 0
+    assert cli.run(parse(FRANCE, "--format", "json", "--position", "1")) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == smollm.cfg.n_layers + 1 and rows[-1]["chosen"] == "of"
     with pytest.raises(InterpError, match="outside"):
-        journey.run(parse(FRANCE, "--position", "99"))
+        cli.run(parse(FRANCE, "--position", "99"))
 
 
 def test_cli_rejects_an_empty_prompt():
     with pytest.raises(InterpError, match="empty"):
-        journey.run(parse("  "))
+        cli.run(parse("  "))

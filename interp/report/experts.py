@@ -8,6 +8,7 @@ from interp.analysis import experts
 from interp.plots import experts as expert_plots
 from interp.report.inputs import ReportInputs
 from interp.report.parts import Pane, Section, image, table
+from interp.report.views.embed import add_view
 
 
 def experts_section(inputs: ReportInputs) -> Section:
@@ -19,7 +20,9 @@ def experts_section(inputs: ReportInputs) -> Section:
         "got (uniform is 1/N). Balance N*sum(f*P) is 1 when routing is uniform; entropy is "
         "the normalised entropy of the load (1: every expert used equally); routing entropy "
         "(nats) is how unsure the router is per token. Jensen-Shannon divergence (bits, 0 to "
-        "1) says how differently two prompts use the experts.",
+        "1) says how differently two prompts use the experts. In the views, hover a token for "
+        "the experts it went to in every layer; pick a layer and click an expert to shade the "
+        "tokens routed to it by the weight it got.",
     )
     routing = inputs.frame("routing")
     if not inputs.facts.moe_layers:
@@ -30,6 +33,7 @@ def experts_section(inputs: ReportInputs) -> Section:
         return section
     section.images.append(image(expert_plots.load_heatmap(experts.expert_load(routing)),
                                 "expert load, all prompts together"))  # fmt: skip
+    add_view(section, inputs, "routing")
     overall = []
     for p, prompt in enumerate(inputs.prompts):
         own = routing[routing["prompt"] == p]

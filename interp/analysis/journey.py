@@ -1,4 +1,4 @@
-"""The token pilgrimage: one position followed through every layer to the sampling boundary.
+"""The token journey: one position followed through every layer to the sampling boundary.
 
 Each layer row says how big the position's residual stream is after the layer, what the layer
 wrote into it, where its heads read from, which experts it visited (MoE) and what the logit lens
@@ -12,15 +12,10 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
+from interp.text import show_token, token_texts
 
 SOURCES = 3  # prompt tokens listed per layer
 CANDIDATES = 5  # next-token candidates listed at the boundary
-
-
-def show(token: str) -> str:
-    """A token as one readable table cell: newlines escaped, blanks made visible."""
-    text = token.replace("\n", "\\n").replace("\t", "\\t")
-    return text.strip() or repr(text)
 
 
 def _attention_rows(record, pos: int) -> torch.Tensor:
@@ -36,7 +31,7 @@ def _attention_rows(record, pos: int) -> torch.Tensor:
         rows = torch.zeros(*weights.shape[:2], len(record.ids))
         rows.scatter_add_(-1, keys.clamp_min(0), weights * (keys >= 0))
     else:
-        raise InterpError("the pilgrimage needs a trace captured with 'attention'")
+        raise InterpError("the journey needs a trace captured with 'attention'")
     return rows[..., : pos + 1].mean(dim=1)
 
 
@@ -62,30 +57,25 @@ def _boundary(
         if not step.empty:
             top = step.sort_values("rank").head(CANDIDATES)
             cells = [
-                f"{show(t)} {p:.3f} (s {s:.3f})"
+                f"{show_token(t)} {p:.3f} (s {s:.3f})"
                 for t, p, s in zip(top["token"], top["prob"], top["sample_prob"])
             ]
             chosen = step[step["chosen"]].iloc[0]
-            top1 = show(top["token"].iloc[0])
-            return " | ".join(cells), top1, show(chosen["token"]), float(chosen["prob"]), True
+            top1 = show_token(top["token"].iloc[0])
+            return " | ".join(cells), top1, show_token(chosen["token"]), float(chosen["prob"]), True
     # No sampling step here: the model's distribution, and the token that followed in the text.
     top = probs.topk(CANDIDATES)
-    texts = _decode(trace, top.indices.tolist())
-    cells = [f"{show(t)} {p:.3f}" for t, p in zip(texts, top.values.tolist())]
+    texts = token_texts(trace.tokenizer, top.indices.tolist())
+    cells = [f"{show_token(t)} {p:.3f}" for t, p in zip(texts, top.values.tolist())]
     ids = trace.records[prompt].ids
     if pos + 1 >= len(ids):
-        return " | ".join(cells), show(texts[0]), "", float("nan"), False
+        return " | ".join(cells), show_token(texts[0]), "", float("nan"), False
     nxt = int(ids[pos + 1])
-    chosen = show(_decode(trace, [nxt])[0])
-    return " | ".join(cells), show(texts[0]), chosen, float(probs[nxt]), False
+    chosen = show_token(token_texts(trace.tokenizer, [nxt])[0])
+    return " | ".join(cells), show_token(texts[0]), chosen, float(probs[nxt]), False
 
 
-def _decode(trace, ids: list[int]) -> list[str]:
-    tok = trace.tokenizer
-    return [tok.decode([i]) if tok is not None else str(i) for i in ids]
-
-
-def pilgrimage(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
+def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
     """One row per layer (stage "layer") and a last row (stage "boundary") for `position`
     (default: the last prompt position) of a live trace captured with residual and attention.
 
@@ -97,7 +87,7 @@ def pilgrimage(trace, prompt: int = 0, position: int | None = None) -> pd.DataFr
     the token that came next, with its probability chosen_prob.
     """
     if trace.readout is None:
-        raise InterpError("the pilgrimage needs a live trace (a saved one has no readout)")
+        raise InterpError("the journey needs a live trace (a saved one has no readout)")
     record = trace.records[prompt]
     n = len(record.ids)
     position = record.n_prompt - 1 if position is None else position
@@ -110,23 +100,23 @@ def pilgrimage(trace, prompt: int = 0, position: int | None = None) -> pd.DataFr
     mlp = trace.tensor("mlp_out", prompt)[:, position].norm(dim=-1)
     attention = _attention_rows(record, position)
     experts = _expert_cells(trace, prompt, position)
-    texts = _decode(trace, record.ids.tolist())
-    token = show(texts[position])
+    texts = token_texts(trace.tokenizer, record.ids.tolist())
+    token = show_token(texts[position])
 
     rows = []
     for layer in range(len(attn)):
         weights, keys = attention[layer].topk(min(SOURCES, position + 1))
         sources = " | ".join(
-            f"{show(texts[k])}@{k} {w:.2f}" for k, w in zip(keys.tolist(), weights.tolist())
+            f"{show_token(texts[k])}@{k} {w:.2f}" for k, w in zip(keys.tolist(), weights.tolist())
         )
         guesses = lens[layer + 1].topk(3)
-        words = _decode(trace, guesses.indices.tolist())
+        words = token_texts(trace.tokenizer, guesses.indices.tolist())
         rows.append({
             "stage": "layer", "layer": layer, "resid_norm": float(resid[layer + 1].norm()),
             "attn_write": float(attn[layer]), "mlp_write": float(mlp[layer]),
             "sources": sources, "experts": experts.get(layer, ""),
-            "lens": " | ".join(f"{show(w)} {p:.2f}" for w, p in zip(words, guesses.values)),
-            "top1": show(words[0]), "top1_prob": float(guesses.values[0]), "chosen": "",
+            "lens": " | ".join(f"{show_token(w)} {p:.2f}" for w, p in zip(words, guesses.values)),
+            "top1": show_token(words[0]), "top1_prob": float(guesses.values[0]), "chosen": "",
             "chosen_prob": float("nan"), "sampled": False,
         })  # fmt: skip
     candidates, top1, chosen, chosen_prob, sampled = _boundary(trace, prompt, position, lens[-1])
@@ -164,7 +154,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def format_journey(frame: pd.DataFrame) -> str:
-    """A readable terminal table of a `pilgrimage` frame."""
+    """A readable terminal table of a `journey` frame."""
     first = frame.iloc[0]
     layers = frame[frame["stage"] == "layer"]
     boundary = frame[frame["stage"] == "boundary"].iloc[0]

@@ -1,8 +1,8 @@
-"""One token's pilgrimage: follow the last prompt token through every layer, then watch its keys
+"""One token's journey: follow the last prompt token through every layer, then watch its keys
 and values wait in the KV cache while the model generates.
 
 Through the layers (position = the last prompt token, whose stream becomes the first prediction),
-read by the shared analyses `interp.analysis.pilgrimage` and `interp.analysis.lens`:
+read by the shared analyses `interp.analysis.journey` and `interp.analysis.lens`:
 - the residual stream's norm after each layer, the sizes of what attention and the MLP write into
   it, and the prompt tokens its heads draw from;
 - the logit lens: the final norm + unembedding applied to the stream after each layer, its top
@@ -12,8 +12,8 @@ Through generation: after each generated token, the bytes the KV cache holds (th
 heads) against what full multi-head attention (9 KV heads) would hold, the bytes the Hugging Face
 cache object really holds, and the attention the new query still pays to the followed token.
 
-    python experiments/token_pilgrimage.py
-    python experiments/token_pilgrimage.py --quick --out /tmp/pilgrimage.png
+    python experiments/token_journey.py
+    python experiments/token_journey.py --quick --out /tmp/journey.png
 """
 
 from __future__ import annotations
@@ -28,22 +28,23 @@ import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
 from interp import scripts  # noqa: E402
+from interp.analysis.journey import format_journey, journey  # noqa: E402
 from interp.analysis.lens import decision_depth, logit_lens  # noqa: E402
-from interp.analysis.pilgrimage import format_journey, pilgrimage  # noqa: E402
 from interp.files import save_figure  # noqa: E402
+from interp.text import decode, token_texts  # noqa: E402
 
 
 def layer_table(trace, pos: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """(pilgrimage frame, its layer rows with the lens's p / rank of the final prediction, the
+    """(journey frame, its layer rows with the lens's p / rank of the final prediction, the
     lens decision depth) at `pos`."""
-    journey = pilgrimage(trace, position=pos)
+    steps = journey(trace, position=pos)
     final = int(trace.records[0].query_logits[0].argmax())  # the model's own next-token choice
     _, lens = logit_lens(trace, k=1, target=final)
     at_pos = lens[lens["pos"] == pos].set_index("layer")
-    layers = journey[journey["stage"] == "layer"].set_index("layer")
+    layers = steps[steps["stage"] == "layer"].set_index("layer")
     layers = layers.join(at_pos[["prob", "rank"]].rename(columns=lambda c: f"final_{c}"))
     depth = decision_depth(lens).set_index("pos").loc[pos, "depth"]
-    return journey, layers.reset_index(), int(depth)
+    return steps, layers.reset_index(), int(depth)
 
 
 def cache_table(trace, pos: int) -> pd.DataFrame:
@@ -91,7 +92,7 @@ def plot(layers: pd.DataFrame, kv: pd.DataFrame, title: str, out: Path) -> None:
 def main() -> None:
     parser = scripts.parser(
         __doc__,
-        "token_pilgrimage",
+        "token_journey",
         model="smollm2-135m",
         seed_help="sampling seed (unused when greedy)",
     )
@@ -113,15 +114,15 @@ def main() -> None:
     )
     record = trace.records[0]
     pos = record.n_prompt - 1
-    followed = trace.tokenizer.decode([int(record.ids[pos])])
-    continuation = trace.tokenizer.decode(record.ids[record.n_prompt :].tolist())
+    followed = token_texts(trace.tokenizer, [record.ids[pos]])[0]
+    continuation = decode(trace.tokenizer, record.ids[record.n_prompt :])
     print(f"prompt {args.prompt!r} -> continuation {continuation!r}")
     print(f"following token {followed!r} at position {pos}")
 
-    journey, layers, depth = layer_table(trace, pos)
+    steps, layers, depth = layer_table(trace, pos)
     print()
-    print(format_journey(journey))
-    final = journey["top1"].iloc[-1]
+    print(format_journey(steps))
+    final = steps["top1"].iloc[-1]
     ranks = " ".join(f"{int(r)}" for r in layers["final_rank"])
     print(f"\nrank of {final!r} in the lens after layers 0..{len(layers) - 1}: {ranks}")
     growth = layers["resid_norm"].iloc[-1] / layers["resid_norm"].iloc[0]

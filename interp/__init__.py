@@ -19,7 +19,7 @@ _LAZY = {
     "Trace": ("interp.trace", "Trace"),
     "Sampling": ("interp.trace", "Sampling"),
     "prompts": ("interp.prompts", None),
-    "survey": ("interp.survey.run", "survey"),
+    "survey": ("interp.survey", "survey"),
 }
 
 
@@ -35,9 +35,10 @@ def __getattr__(name: str):
 
 class _Package(types.ModuleType):
     def __setattr__(self, name, value):
-        # Importing the submodule interp.trace binds it here; `interp.trace` is the function.
-        if name == "trace" and isinstance(value, types.ModuleType):
-            value = value.trace
+        # Importing the submodule interp.trace (or interp.survey) binds it here; the name is
+        # the function.
+        if name in ("trace", "survey") and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
         super().__setattr__(name, value)
 
 

@@ -22,6 +22,7 @@ _LAZY = {
     "Sampling": ("interp.trace", "Sampling"),
     "prompts": ("interp.prompts", None),
     "patching": ("interp.runs.patching", "patching"),
+    "survey": ("interp.survey", "survey"),
 }
 
 
@@ -37,12 +38,13 @@ def __getattr__(name: str):
 
 class _Package(types.ModuleType):
     def __setattr__(self, name, value):
-        # Importing the submodule interp.trace binds it here; `interp.trace` is the function.
-        if name == "trace" and isinstance(value, types.ModuleType):
-            value = value.trace
+        # Importing the submodule interp.trace (or interp.survey) binds it here; the name is
+        # the function.
+        if name in ("trace", "survey") and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
         super().__setattr__(name, value)
 
 
 sys.modules[__name__].__class__ = _Package
 
-__all__ = ["load", "trace", "Trace", "Sampling", "prompts", "patching", "InterpError"]
+__all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "patching", "InterpError"]

@@ -92,21 +92,24 @@ def balance(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.Data
     ent = routing_entropy(routing).groupby("layer")["entropy"].mean()
     rows = []
     for layer, g in load.groupby("layer"):
-        f, p = g["load"].to_numpy(), g["prob"].to_numpy()
-        n_exp = len(g)
-        rows.append(
-            {
-                "layer": layer,
-                "tokens": int(g["count"].sum() // top_k),
-                "balance": n_exp * float((f * p).sum()),
-                "entropy": _normalised_entropy(f),
-                "max_vio": n_exp * float(f.max()) - 1.0,
-                "cv": float(f.std() / f.mean()),
-                "dead": int((g["count"] == 0).sum()),
-                "routing_entropy": float(ent[layer]),
-            }
-        )
+        metrics = balance_metrics(g["count"].to_numpy(), g["prob"].to_numpy(), top_k)
+        rows.append({"layer": layer, **metrics, "routing_entropy": float(ent[layer])})
     return pd.DataFrame(rows)
+
+
+def balance_metrics(count: np.ndarray, prob: np.ndarray, top_k: int) -> dict:
+    """The `balance` columns of one layer from its per-expert counts and mean router probs
+    (the one formula behind the frame analysis and the corpus survey)."""
+    n_exp = len(count)
+    f = count / count.sum()
+    return {
+        "tokens": int(count.sum() // top_k),
+        "balance": n_exp * float((f * prob).sum()),
+        "entropy": _normalised_entropy(f),
+        "max_vio": n_exp * float(f.max()) - 1.0,
+        "cv": float(f.std() / f.mean()),
+        "dead": int((count == 0).sum()),
+    }
 
 
 def balance_overall(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.DataFrame:

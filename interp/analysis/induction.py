@@ -69,6 +69,48 @@ def pattern_scores(pattern: torch.Tensor, seq_len: int, has_sink: bool) -> dict[
     }
 
 
+def text_masks(ids: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The query/key masks of `natural_text_scores` for `ids` [batch, pos] (`valid`: False on
+    padding); they depend on the tokens only, so a batch builds them once for every layer."""
+    T = ids.shape[1]
+    later = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril(-1)  # key < query
+    queries = valid.clone()
+    queries[:, 0] = False
+    same = (ids[:, :, None] == ids[:, None, :]) & later  # [batch, query, key]
+    after = torch.zeros_like(same)
+    after[:, :, 1:] = same[:, :, :-1]  # key k follows an earlier copy at k - 1
+    after &= later
+    return {"queries": queries, "induction": after, "duplicate_token": same}
+
+
+def natural_text_scores(
+    pattern: torch.Tensor, masks: dict[str, torch.Tensor]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Head scores on ordinary text, as (sum over queries [head], number of queries) pairs.
+
+    `pattern` [batch, head, query, key]; `masks` from `text_masks`. Over queries q >= 1:
+    previous_token = attention to q - 1; sink = attention to position 0; entropy (nats) of the
+    row. Over queries whose token occurred before: induction = attention to the tokens right
+    after its earlier occurrences (keys before q), the probe's score without the probe;
+    duplicate_token = attention to the earlier occurrences.
+    """
+    p = pattern.detach().float()
+    queries = masks["queries"]
+    n = queries.sum()
+    out = {}
+    for name in ("induction", "duplicate_token"):
+        mask = masks[name]
+        rows = queries & mask.any(-1)
+        per_query = torch.einsum("bhqk,bqk->bhq", p, mask.to(p.dtype))
+        out[name] = ((per_query * rows[:, None]).sum((0, 2)), rows.sum())
+    prev = p.diagonal(offset=-1, dim1=-2, dim2=-1)  # [batch, head, query - 1]
+    out["previous_token"] = ((prev * queries[:, None, 1:]).sum((0, 2)), n)
+    out["sink"] = ((p[..., 0] * queries[:, None]).sum((0, 2)), n)
+    entropy = torch.special.entr(p).sum(-1)
+    out["entropy"] = ((entropy * queries[:, None]).sum((0, 2)), n)
+    return out
+
+
 def head_scores(
     patterns: torch.Tensor, seq_len: int, has_sink: bool, n_kv_heads: int | None = None
 ) -> pd.DataFrame:

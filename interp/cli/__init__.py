@@ -15,7 +15,17 @@ from interp.errors import InterpError
 from interp.files import cleanup_on_sigterm
 
 # Each module defines `add_parser(subparsers)` and `run(args) -> int`.
-COMMANDS = ["models", "generate", "journey", "coverage", "patch", "induction", "experts", "report"]
+COMMANDS = [
+    "models",
+    "generate",
+    "journey",
+    "coverage",
+    "patch",
+    "induction",
+    "experts",
+    "survey",
+    "report",
+]
 SUMMARY = {
     "models": "list the embedded models",
     "generate": "continue a prompt (greedy or sampled)",
@@ -24,6 +34,7 @@ SUMMARY = {
     "patch": "activation patching from a clean into a corrupted prompt",
     "induction": "find induction heads: attention scores checked by ablation",
     "experts": "MoE routing: load balance, locality, domain specialisation",
+    "survey": "expert, head and layer statistics over a corpus",
     "report": "HTML report comparing prompts",
 }
 

@@ -37,6 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="also keep the trace and its analyses in DIR")  # fmt: skip
     parser.add_argument("--from", dest="saved", metavar="DIR",
                         help="rebuild the report from a trace kept with --save")  # fmt: skip
+    parser.add_argument("--survey", metavar="DIR", help="render a saved `interp survey` instead")
     return parser
 
 
@@ -51,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     validate.output_path(args.output)  # before the model loads: a mistake costs nothing
     if args.save:
         validate.output_path(Path(args.save) / "meta.json")
+    if args.survey is not None:  # a saved survey: no prompts, no model
+        from interp.report.survey import build_survey_report
+
+        print(build_survey_report(args.survey, args.output))
+        return 0
     if bool(args.prompts) == bool(args.saved):
         raise InterpError("give prompts to trace, or --from DIR (a trace kept with --save)")
     if args.saved:

@@ -94,22 +94,24 @@ def _build(build, inputs: ReportInputs) -> Section:
 
 
 def render(inputs: ReportInputs, sections: list[Section], title: str | None = None) -> str:
+    model = str(inputs.meta.get("model", "?"))
+    title = title or f"interp report: {model}"
+    return render_page(title, model, _runs(inputs), inputs.prompts, sections)
+
+
+def render_page(title: str, model: str, runs: list[dict], prompts, sections) -> str:
+    """The page itself: shared by the trace report and the survey report."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,  # prompts and tokens are user text: never trusted as markup
         undefined=jinja2.StrictUndefined,
     )
-    model = str(inputs.meta.get("model", "?"))
     return env.get_template("report.html.j2").render(
-        title=title or f"interp report: {model}",
-        model=model,
-        runs=_runs(inputs),
-        prompts=inputs.prompts,
-        sections=sections,
+        title=title, model=model, runs=runs, prompts=prompts, sections=sections,
         version=_version(),
         # The views' code and style, once, where a section holds a view.
         view_assets=views_page.assets() if any(s.views for s in sections) else "",
-    )
+    )  # fmt: skip
 
 
 def _runs(inputs: ReportInputs) -> list[dict]:

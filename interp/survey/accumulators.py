@@ -1,0 +1,51 @@
+"""Mergeable accumulators: named sums and counts of fixed shape whose merge is addition.
+
+A survey's state is one `Accumulators`: every statistic adds into tensors whose shapes are
+fixed by the model and the corpus's domains (never by the number of tokens), so two runs over
+two halves of a corpus merge into exactly the run over all of it, a checkpoint is a copy of
+the tensors, and torch.distributed merges ranks with one all_reduce(SUM) per tensor.
+Counts are int64 (exact in any order); sums are float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Accumulators:
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def counts(self, name: str, *shape: int) -> torch.Tensor:
+        return self._new(name, shape, torch.int64)
+
+    def sums(self, name: str, *shape: int) -> torch.Tensor:
+        return self._new(name, shape, torch.float64)
+
+    def _new(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        if name in self.tensors:
+            raise ValueError(f"accumulator {name!r} declared twice")
+        self.tensors[name] = torch.zeros(shape, dtype=dtype, device=self.device)
+        return self.tensors[name]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: t.cpu() for name, t in self.tensors.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state.keys() != self.tensors.keys():
+            raise ValueError("the checkpoint holds other statistics")
+        for name, t in self.tensors.items():
+            t.copy_(state[name])
+
+
+def histogram(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Counts of `values` in the bins between `edges` [bins + 1]; values beyond either end
+    fall into the first or last bin, so every value is counted once."""
+    bins = len(edges) - 1
+    index = torch.bucketize(values.float().flatten(), edges[1:-1].to(values.device))
+    return torch.bincount(index, minlength=bins)[:bins]
+
+
+def log_edges(low: float, high: float, bins: int) -> torch.Tensor:
+    return torch.logspace(torch.log10(torch.tensor(low)), torch.log10(torch.tensor(high)), bins + 1)

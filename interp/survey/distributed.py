@@ -1,0 +1,56 @@
+"""torch.distributed as it comes: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; gloo on the
+CPU, NCCL on GPUs. Ranks take every world_size-th batch and sum their accumulators."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from interp.survey.accumulators import Accumulators
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int
+    world: int
+    device: torch.device
+
+    def owns(self, batch_index: int) -> bool:
+        return batch_index % self.world == self.rank
+
+
+def setup(model) -> Ranks:
+    """Join torchrun's process group (if launched by torchrun) and place the model."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(0, 1, next(model.parameters()).device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        model.to(device)
+    else:
+        device = torch.device("cpu")
+    return Ranks(dist.get_rank(), dist.get_world_size(), device)
+
+
+def merge(acc: Accumulators, ranks: Ranks) -> None:
+    """Sum every accumulator over the ranks (in place, on every rank)."""
+    if ranks.world == 1:
+        return
+    for name in sorted(acc.tensors):  # the same order on every rank
+        dist.all_reduce(acc.tensors[name], op=dist.ReduceOp.SUM)
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        dist.barrier()
+
+
+def is_main() -> bool:
+    """Rank 0, or no process group at all: the process that prints and writes."""
+    return not dist.is_initialized() or dist.get_rank() == 0

@@ -1,0 +1,223 @@
+"""Expert statistics of a survey: routing counts reduced at the router, batch by batch.
+
+The selection is the router's own: `blocks.{l}.mlp.hook_expert_indices` (the top-k the MoE
+block used), never a re-sort of the logits, which is wrong for routers with a bias. The router
+probabilities (softmax over all N experts, float32) come from `blocks.{l}.mlp.gate.hook_out`.
+Padding rows are dropped before anything is counted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.analysis.experts import balance_metrics, js_divergence
+from interp.survey.accumulators import Accumulators, histogram
+from interp.survey.batch import Batch
+
+ENTROPY_BINS = 32
+TOP_TOKENS = 10
+
+
+class ExpertStats:
+    def __init__(self, model, acc: Accumulators, domains: list[str], facts: dict):
+        self.layers = facts["moe_layers"]
+        L, E, V, D = len(self.layers), facts["n_experts"], facts["d_vocab"], len(domains)
+        self.n_experts, self.top_k = E, facts["top_k"]
+        self.edges = torch.linspace(0, math.log(E), ENTROPY_BINS + 1)
+        self.count = acc.counts("expert_count", L, E)
+        self.prob = acc.sums("expert_prob", L, E)
+        self.entropy_hist = acc.counts("routing_entropy_hist", L, ENTROPY_BINS)
+        self.entropy_sum = acc.sums("routing_entropy_sum", L)
+        self.coact = acc.counts("coactivation", L, E, E)
+        self.transitions = acc.counts("transitions", max(L - 1, 0), E, E)
+        self.shared = acc.counts("locality_shared", L)
+        self.pairs = acc.counts("locality_pairs")
+        self.domain = acc.counts("domain_count", D, 2, L, E)
+        self.tokens = acc.counts("expert_token_count", L, E, V)
+        self.seen = acc.counts("token_seen", V)
+        self.vio_sum = acc.sums("max_vio_batch_sum", L)
+        self.vio_sq = acc.sums("max_vio_batch_sq", L)
+        self.batches = acc.counts("batches")
+        self.batch: Batch | None = None
+        self.selected: dict[int, torch.Tensor] = {}  # this batch's [batch*pos, E] selections
+
+    def hooks(self) -> list[tuple[str, object]]:
+        out = []
+        for i, layer in enumerate(self.layers):
+            out.append((f"blocks.{layer}.mlp.gate.hook_out", self._router(i)))
+            out.append((f"blocks.{layer}.mlp.hook_expert_indices", self._selection(i)))
+        return out
+
+    def start(self, batch: Batch) -> None:
+        self.batch, self.selected = batch, {}
+        self.rows = batch.valid.flatten()
+        self.ids = batch.ids.flatten()[self.rows]
+        # Per routed token: a one-hot of the (domain, half) cell it counts in.
+        cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
+        self.cell = torch.nn.functional.one_hot(cell, self.domain.shape[0] * 2).float()
+        self.seen += torch.bincount(self.ids, minlength=len(self.seen))
+
+    def _router(self, i: int):
+        def hook(logits: torch.Tensor, hook) -> None:
+            prob = logits.detach()[self.rows].float().softmax(-1)  # [tokens, E]
+            self.prob[i] += prob.sum(0)
+            entropy = torch.special.entr(prob).sum(-1)
+            self.entropy_sum[i] += entropy.sum()
+            self.entropy_hist[i] += histogram(entropy, self.edges)
+
+        return hook
+
+    def _selection(self, i: int):
+        def hook(indices: torch.Tensor, hook) -> None:
+            chosen = indices.detach()
+            onehot = torch.zeros(len(chosen), self.n_experts, device=chosen.device)
+            onehot.scatter_(1, chosen, 1.0)
+            onehot *= self.rows[:, None]
+            self.selected[i] = onehot
+            self.count[i] += onehot.sum(0).long()
+            # Every pair of the k chosen (the diagonal: the expert's own count).
+            self.coact[i] += (onehot.T @ onehot).long()
+            if i > 0 and self.layers[i - 1] == self.layers[i] - 1:
+                self.transitions[i - 1] += (self.selected[i - 1].T @ onehot).long()
+            rows = self.batch.ids.shape
+            per_pos = onehot.view(*rows, -1)
+            self.shared[i] += (per_pos[:, 1:] * per_pos[:, :-1]).sum().long()
+            cells = self.cell.T @ onehot  # [domain * half, E]
+            self.domain[:, :, i] += cells.view(-1, 2, self.n_experts).long()
+            # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
+            vocab = self.tokens.shape[-1]
+            pairs = (chosen[self.rows] * vocab + self.ids[:, None]).flatten()
+            self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
+                self.n_experts, vocab
+            )
+
+        return hook
+
+    def finish(self, batch: Batch, logits: torch.Tensor) -> None:
+        self.pairs += batch.pairs.sum()
+        self.batches += 1
+        for i, onehot in self.selected.items():
+            f = onehot.sum(0)
+            vio = self.n_experts * f.max() / f.sum() - 1.0
+            self.vio_sum[i] += vio
+            self.vio_sq[i] += vio**2
+        self.selected = {}
+
+    def tables(self, acc: dict[str, torch.Tensor], domains: list[str], tokenizer) -> dict:
+        return expert_tables(acc, self.layers, self.top_k, domains, tokenizer, self.edges)
+
+
+def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd.DataFrame]:
+    count, prob_sum = acc["expert_count"].numpy(), acc["expert_prob"].numpy()
+    routed = count.sum(1) // top_k  # tokens per layer
+    prob = prob_sum / np.maximum(routed, 1)[:, None]
+    n_batches = max(int(acc["batches"]), 1)
+    layer_rows, expert_rows = [], []
+    for i, layer in enumerate(layers):
+        vio_mean = float(acc["max_vio_batch_sum"][i]) / n_batches
+        vio_var = float(acc["max_vio_batch_sq"][i]) / n_batches - vio_mean**2
+        layer_rows.append({
+            "layer": layer, **balance_metrics(count[i], prob[i], top_k),
+            "routing_entropy": float(acc["routing_entropy_sum"][i]) / max(int(routed[i]), 1),
+            "max_vio_batch": vio_mean, "max_vio_batch_std": math.sqrt(max(vio_var, 0.0)),
+            "locality": float(acc["locality_shared"][i]) / max(int(acc["locality_pairs"]), 1)
+            / top_k, "locality_chance": top_k / count.shape[1],
+        })  # fmt: skip
+        for e in range(count.shape[1]):
+            load = count[i, e] / max(count[i].sum(), 1)
+            expert_rows.append({"layer": layer, "expert": e, "count": int(count[i, e]),
+                                "load": load, "prob": prob[i, e]})  # fmt: skip
+    tables = {"expert_layers": pd.DataFrame(layer_rows), "experts": pd.DataFrame(expert_rows)}
+    tables["routing_entropy"] = _hist_frame(acc["routing_entropy_hist"], layers, edges)
+    tables["coactivation"] = _coactivation(acc["coactivation"].numpy(), layers, routed)
+    tables["transitions"] = _transitions(acc["transitions"].numpy(), layers)
+    tables["domain_load"], tables["domain_divergence"] = _domains(
+        acc["domain_count"].numpy(), layers, domains
+    )
+    tables["expert_tokens"] = _top_tokens(acc, layers, tokenizer)
+    return tables
+
+
+def _hist_frame(hist: torch.Tensor, layers, edges) -> pd.DataFrame:
+    rows = [{"layer": layer, "low": float(edges[b]), "high": float(edges[b + 1]),
+             "count": int(hist[i, b])}
+            for i, layer in enumerate(layers) for b in range(hist.shape[1])]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _coactivation(coact: np.ndarray, layers, routed) -> pd.DataFrame:
+    """rate = share of tokens routed to both; expected = product of the selection rates."""
+    frames = []
+    for i, layer in enumerate(layers):
+        rate = coact[i] / max(int(routed[i]), 1)
+        sel = np.diag(rate)
+        e, o = np.meshgrid(np.arange(len(sel)), np.arange(len(sel)), indexing="ij")
+        frames.append(pd.DataFrame({"layer": layer, "expert": e.ravel(), "partner": o.ravel(),
+                                    "count": coact[i].ravel(), "rate": rate.ravel(),
+                                    "expected": np.outer(sel, sel).ravel()}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def _transitions(trans: np.ndarray, layers) -> pd.DataFrame:
+    """P(expert at layer + 1 | expert at layer); each token adds its k x k pairs."""
+    frames = []
+    for i in range(trans.shape[0]):
+        e, o = np.meshgrid(np.arange(trans.shape[1]), np.arange(trans.shape[2]), indexing="ij")
+        rows = trans[i].sum(1, keepdims=True)
+        prob = trans[i] / np.maximum(rows, 1)
+        frames.append(pd.DataFrame({"layer": layers[i], "expert": e.ravel(),
+                                    "next_expert": o.ravel(), "count": trans[i].ravel(),
+                                    "prob": prob.ravel()}))  # fmt: skip
+    columns = ["layer", "expert", "next_expert", "count", "prob"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _domains(cells: np.ndarray, layers, domains) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load per domain; JS (bits) between each pair of domains, beside the split-half noise:
+    the JS between the two random halves of each domain's windows (the larger of the two)."""
+    per_domain = cells.sum(1)  # [domain, layer, expert]
+    loads = []
+    for d, name in enumerate(domains):
+        for i, layer in enumerate(layers):
+            total = max(per_domain[d, i].sum(), 1)
+            loads += [{"layer": layer, "domain": name, "expert": e, "count": int(c),
+                       "load": c / total} for e, c in enumerate(per_domain[d, i])]  # fmt: skip
+
+    def noise(d: int, i: int) -> float:
+        a, b = cells[d, 0, i], cells[d, 1, i]
+        return js_divergence(a, b) if a.sum() and b.sum() else float("nan")
+
+    pairs = []
+    for i, layer in enumerate(layers):
+        for a in range(len(domains)):
+            for b in range(a + 1, len(domains)):
+                if not (per_domain[a, i].sum() and per_domain[b, i].sum()):
+                    continue
+                js = js_divergence(per_domain[a, i], per_domain[b, i])
+                pairs.append({"layer": layer, "domain": domains[a], "other": domains[b],
+                              "js": js, "noise": max(noise(a, i), noise(b, i))})  # fmt: skip
+    columns = ["layer", "domain", "other", "js", "noise"]
+    return pd.DataFrame(loads), pd.DataFrame(pairs, columns=columns)
+
+
+def _top_tokens(acc, layers, tokenizer) -> pd.DataFrame:
+    """Per layer and expert, its TOP_TOKENS most frequent tokens: count (times routed there),
+    seen (the token's occurrences) and share = count / seen."""
+    counts, seen = acc["expert_token_count"], acc["token_seen"]
+    rows = []
+    for i, layer in enumerate(layers):
+        top = counts[i].topk(min(TOP_TOKENS, counts.shape[-1]), dim=-1)
+        for e in range(counts.shape[1]):
+            for rank, (c, t) in enumerate(zip(top.values[e].tolist(), top.indices[e].tolist())):
+                if c == 0:
+                    break
+                text = tokenizer.decode([t]) if tokenizer is not None else str(t)
+                rows.append({"layer": layer, "expert": e, "rank": rank, "token_id": t,
+                             "token": text, "count": c, "seen": int(seen[t]),
+                             "share": c / int(seen[t])})  # fmt: skip
+    columns = ["layer", "expert", "rank", "token_id", "token", "count", "seen", "share"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,198 @@
+"""interp.survey on tiny-moe against independent computations: the trace + experts analysis
+on the same windows, hand-written head scores, transformers' own loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import interp
+from interp.analysis import experts as ex
+from interp.corpus import documents
+from interp.survey.data import PIECE_CHARS, Corpus, _encode, _pieces, bos_token, windows
+
+
+@pytest.fixture(scope="module")
+def moe():
+    return interp.load("tiny-moe")
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    """Two domains, a few held-out documents each (some shorter than a window)."""
+    path = tmp_path_factory.mktemp("data") / "docs.jsonl"
+    rows = [{"text": t[:1500], "domain": "code"} for t in documents("code", "validation")[:3]]
+    rows += [{"text": t[:700], "domain": "prose"} for t in documents("prose", "validation")[:4]]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+SEQ = 64
+
+
+@pytest.fixture(scope="module")
+def surveyed(moe, corpus_file):
+    return interp.survey(moe, corpus_file, seq_len=SEQ, batch_size=4, seed=3)
+
+
+def model_selection(moe, ids: torch.Tensor) -> torch.Tensor:
+    """[layer, pos, k]: the experts the MoE blocks used, read from a plain hooked forward."""
+    chosen = {}
+
+    def keep(layer):
+        return lambda t, hook: chosen.__setitem__(layer, t.detach().clone())
+
+    hooks = [(f"blocks.{i}.mlp.hook_expert_indices", keep(i)) for i in range(4)]
+    with moe.hooks(fwd_hooks=hooks):
+        moe(ids[None])
+    return torch.stack([chosen[i] for i in range(4)])
+
+
+@pytest.fixture(scope="module")
+def traced(moe, corpus_file):
+    """interp.trace over the very windows the survey read, one prompt per window.
+
+    The routing frame ranks experts by an argsort of the router probabilities; where the
+    router ties (tiny-moe's BOS gets 16 equal logits), its `selected` is replaced by the
+    experts the model really used, which is what the survey counts. Everywhere else the two
+    agree (asserted)."""
+    corpus = Corpus([corpus_file])
+    ws = list(windows(corpus, moe.tokenizer, SEQ, bos_token(moe), None))
+    trace = interp.trace(moe, [w.ids for w in ws], capture=["routing", "attention"],
+                         query_positions="all")  # fmt: skip
+    routing = trace.routing.sort_values(["prompt", "layer", "pos", "expert"], ignore_index=True)
+    real = [
+        torch.zeros(4, len(w.ids), 16, dtype=torch.bool).scatter_(
+            -1, model_selection(moe, w.ids), 1
+        )
+        for w in ws
+    ]
+    real = torch.cat([r.flatten() for r in real]).numpy()
+    ties = routing.groupby(["prompt", "layer", "pos"])["prob"].transform(lambda p: p.nunique() < 16)
+    assert (routing["selected"] == real)[~ties].all()
+    return ws, trace, routing.assign(selected=real)
+
+
+def test_windows_stay_inside_documents(moe, corpus_file):
+    corpus = Corpus([corpus_file])
+    ws = list(windows(corpus, moe.tokenizer, SEQ, bos_token(moe), None))
+    starts = [w for w in ws if w.ids[0] == moe.tokenizer.bos_token_id]
+    assert len(starts) == 7  # one BOS per document: no window spans two
+    rebuilt = moe.tokenizer.decode(torch.cat([w.ids for w in ws[: len(ws)]]).tolist())
+    assert rebuilt.replace(moe.tokenizer.bos_token, "") == "".join(
+        json.loads(line)["text"] for line in corpus_file.read_text().splitlines()
+    )
+    assert all(len(w.ids) <= SEQ for w in ws)
+    capped = list(windows(corpus, moe.tokenizer, SEQ, bos_token(moe), 100))
+    assert sum(len(w.ids) for w in capped) == 100
+
+
+def test_expert_load_equals_trace_analysis(surveyed, traced):
+    ws, trace, routing = traced
+    load = ex.expert_load(routing)
+    got = surveyed.experts.merge(load, on=["layer", "expert"], suffixes=("", "_trace"))
+    assert (got["count"] == got["count_trace"]).all()
+    np.testing.assert_allclose(got["prob"], got["prob_trace"], rtol=1e-5)
+    balance = ex.balance(routing).set_index("layer")
+    mine = surveyed.expert_layers.set_index("layer")
+    for col in ["tokens", "dead"]:
+        assert (mine[col] == balance[col]).all()
+    for col in ["balance", "entropy", "max_vio", "cv", "routing_entropy"]:
+        np.testing.assert_allclose(mine[col], balance[col], rtol=1e-5)
+    local = ex.temporal_locality(routing).set_index("layer")
+    np.testing.assert_allclose(mine["locality"], local["overlap"], rtol=1e-9)
+
+
+def test_pair_counts_equal_trace_analysis(surveyed, traced):
+    ws, trace, routing = traced
+    co = ex.coactivation(routing)
+    got = surveyed.coactivation.merge(co, on=["layer", "expert", "partner"])
+    np.testing.assert_allclose(got["rate_x"], got["rate_y"], atol=1e-12)
+    # All k*(k-1) ordered pairs: off-diagonal rates of a token sum to k - 1 per token.
+    off = surveyed.coactivation.query("expert != partner").groupby("layer")["count"].sum()
+    assert (off == len(routing.drop_duplicates(["prompt", "pos"])) * 2 * 1).all()
+    tr = ex.layer_transitions(routing)
+    got = surveyed.transitions.merge(tr, on=["layer", "expert", "next_expert"], how="left")
+    assert (got["count_x"] == got["count_y"].fillna(0)).all()
+    domains = {p: w.domain for p, w in enumerate(ws)}
+    dl = ex.domain_load(routing, domains)
+    got = surveyed.domain_load.merge(dl, on=["layer", "domain", "expert"])
+    assert (got["count_x"] == got["count_y"]).all()
+    dd = ex.domain_divergence(routing, domains)
+    np.testing.assert_allclose(surveyed.domain_divergence["js"], dd["js"], rtol=1e-9)
+
+
+def test_head_scores_by_hand(surveyed, traced):
+    """Loops over the full patterns of every window, written out from the definitions."""
+    ws, trace, _ = traced
+    n_layers, n_heads = 4, 4
+    sums = {k: np.zeros((n_layers, n_heads)) for k in ["previous_token", "induction", "sink"]}
+    counts = {k: 0 for k in sums}
+    for p, w in enumerate(ws):
+        pattern = trace.tensor("patterns", p).numpy()  # [layer, head, q, k]
+        ids = w.ids.tolist()
+        for q in range(1, len(ids)):
+            sums["previous_token"] += pattern[:, :, q, q - 1]
+            sums["sink"] += pattern[:, :, q, 0]
+            counts["previous_token"] += 1
+            counts["sink"] += 1
+            keys = [j + 1 for j in range(q - 1) if ids[j] == ids[q]]
+            if keys:
+                sums["induction"] += pattern[:, :, q, keys].sum(-1)
+                counts["induction"] += 1
+    heads = surveyed.heads.sort_values(["layer", "head"])
+    for name, total in sums.items():
+        want = (total / counts[name]).ravel()
+        np.testing.assert_allclose(heads[name].to_numpy(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_loss_per_domain_equals_transformers(moe, surveyed, traced):
+    ws, _, _ = traced
+    hf = moe.original_model
+    for domain in ["code", "prose"]:
+        total = n = 0.0
+        for w in ws:
+            if w.domain == domain and len(w.ids) > 1:
+                out = hf(w.ids[None], labels=w.ids[None])
+                total += float(out.loss) * (len(w.ids) - 1)
+                n += len(w.ids) - 1
+        row = surveyed.loss.set_index("domain").loc[domain]
+        assert row["tokens"] == n
+        assert row["loss"] == pytest.approx(total / n, rel=1e-5)
+
+
+def test_batched_equals_one_window_at_a_time(moe, corpus_file, surveyed):
+    single = interp.survey(moe, corpus_file, seq_len=SEQ, batch_size=1, seed=3)
+    for name, frame in surveyed.tables.items():
+        other = single.tables[name]
+        if name == "expert_layers":  # per-batch MaxVio depends on the batch, by definition
+            frame = frame.drop(columns=["max_vio_batch", "max_vio_batch_std"])
+            other = other.drop(columns=["max_vio_batch", "max_vio_batch_std"])
+        pd.testing.assert_frame_equal(frame, other, check_exact=False, rtol=1e-5, atol=1e-9)
+
+
+def test_sums_are_mergeable(moe, corpus_file, surveyed):
+    """The accumulators are plain sums: their tables depend only on the counts."""
+    whole = surveyed.experts["count"].sum()
+    assert whole == 2 * surveyed.meta["tokens"] * 4  # k = 2 experts per token, 4 layers
+    assert surveyed.decision_depth["count"].sum() > 0
+    hist = surveyed.tables["norm_histograms"]
+    per_stage = hist.groupby(["stage", "layer"])["count"].sum()
+    assert (per_stage == surveyed.meta["tokens"]).all()
+
+
+def test_long_documents_tokenize_in_pieces_exactly(moe):
+    """Long documents are tokenized piecewise (memory follows the piece, not the document);
+    the pieces' tokens are the whole document's."""
+    long = [t for t in documents("code", "validation") if len(t) > 3 * PIECE_CHARS]
+    assert long
+    for text in long:
+        pieces = list(_pieces(text, True))
+        assert len(pieces) > 1 and "".join(pieces) == text
+        assert [i for p in pieces for i in _encode(moe.tokenizer, p)] == _encode(
+            moe.tokenizer, text
+        )

@@ -91,7 +91,7 @@ def test_report_is_self_contained_with_every_section(smollm_report):
     assert "Induction heads (score and ablation evidence both)" in html
     assert "writes per layer, medians without the sink" in html
     assert 'alt="logit lens of P1"' in html and "decision depth by position" in html
-    assert "Follows &#39;is&#39; at position 15." in html
+    assert "Follows &#39;\u2423is&#39; at position 15." in html  # its leading space shown
     assert ": not available:" not in html
 
 

@@ -36,7 +36,7 @@ def test_token_journey(tmp_path):
     text = run_quick("token_journey.py", tmp_path / "journey.png")
     assert "following token ' is' at position 4" in text
     # One lens rank per layer; the last layer is the model's output, where its choice ranks 0.
-    ranks = re.search(r"^rank of 'Paris' in the lens after layers 0\.\.29: ([\d ]+)$", text, re.M)
+    ranks = re.search(r"^rank of '␣Paris' in the lens after layers 0\.\.29: ([\d ]+)$", text, re.M)
     assert ranks and ranks.group(1).split()[-1] == "0" and len(ranks.group(1).split()) == 30
     assert re.search(r"^lens decision depth: layer \d+ of 29;", text, re.M)
     # SmolLM2: 2 (K, V) x 30 layers x 3 KV heads x 64 dims x 4 bytes per position, a third of MHA.

@@ -62,9 +62,11 @@ def traced(moe, corpus_file):
     agree (asserted)."""
     corpus = Corpus([corpus_file])
     ws = list(windows(corpus, moe.tokenizer, SEQ, bos_token(moe), None))
-    trace = interp.trace(moe, [w.ids for w in ws], capture=["routing", "attention"],
+    trace = interp.trace(moe, [w.ids for w in ws], capture=["routing_dense", "attention"],
                          query_positions="all")  # fmt: skip
-    routing = trace.routing.sort_values(["prompt", "layer", "pos", "expert"], ignore_index=True)
+    routing = trace.routing_dense.sort_values(
+        ["prompt", "layer", "pos", "expert"], ignore_index=True
+    )
     real = [
         torch.zeros(4, len(w.ids), 16, dtype=torch.bool).scatter_(
             -1, model_selection(moe, w.ids), 1

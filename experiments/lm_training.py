@@ -10,6 +10,7 @@ byte-identical weights on the same machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -239,3 +240,13 @@ def train(recipe: Recipe, seed: int, quick: bool, out: Path | None) -> dict:
     png = out / "loss.png" if quick else ROOT / "reports" / f"{recipe.name}_loss.png"
     plot_curve(log, png, recipe.name)
     return log
+
+
+def main(recipe: Recipe, description: str) -> None:
+    """The command line both training scripts share: --quick, --out, --seed."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint directory")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    train(recipe, args.seed, args.quick, args.out)

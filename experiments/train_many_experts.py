@@ -25,11 +25,8 @@ without 64 small matrix products per layer. The checkpoint loads with transforme
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
-from lm_training import Recipe, train
+from lm_training import Recipe, main
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
@@ -104,14 +101,5 @@ RECIPE = Recipe(
 )  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--out", type=Path, default=None, help="checkpoint directory")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    train(RECIPE, args.seed, args.quick, args.out)
-
-
 if __name__ == "__main__":
-    run_script(main)
+    run_script(lambda: main(RECIPE, __doc__))

@@ -19,11 +19,8 @@ the Switch-style load-balancing loss (`output_router_logits=True`, `router_aux_l
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
-from lm_training import Recipe, train
+from lm_training import Recipe, main
 from transformers import OlmoeConfig, OlmoeForCausalLM
 
 from interp.scripts import run_script
@@ -56,14 +53,5 @@ def step_loss(m: OlmoeForCausalLM, x: torch.Tensor):
 RECIPE = Recipe(name="tiny-moe", model=model, step_loss=step_loss, full=FULL, quick=QUICK)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--out", type=Path, default=None, help="checkpoint directory")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    train(RECIPE, args.seed, args.quick, args.out)
-
-
 if __name__ == "__main__":
-    run_script(main)
+    run_script(lambda: main(RECIPE, __doc__))

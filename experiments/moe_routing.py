@@ -174,12 +174,9 @@ def plot(spec, locality, forbid, force, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     parser = scripts.parser(__doc__, "moe_routing", model="tiny-moe", seed_help="picks the windows")
-    parser.add_argument("--windows", type=int, default=48, help=f"{SEQ_LEN}-token windows/domain")
+    scripts.add_windows(parser, f"{SEQ_LEN}-token windows/domain")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.windows = 4
-    if args.windows < 2:
-        raise InterpError("--windows must be >= 2 (the noise floor splits each domain in two)")
+    scripts.check_windows(args)
     model = scripts.start(args, argv)
     if model.tokenizer is None:
         raise InterpError(f"{args.model} has no tokenizer")

@@ -147,12 +147,9 @@ def verdicts(table: pd.DataFrame) -> list[str]:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = scripts.parser(__doc__, "router_families", model="tiny-deepseek",
                             seed_help="picks the windows")  # fmt: skip
-    parser.add_argument("--windows", type=int, default=48, help="64-token windows per domain")
+    scripts.add_windows(parser, "64-token windows per domain")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.windows = 4
-    if args.windows < 2:
-        raise InterpError("--windows must be >= 2 (the noise floor splits each domain in two)")
+    scripts.check_windows(args)
     model = scripts.start(args, argv)
     rows, loads = [], []
     for name, m in [(BASELINE, interp.load(BASELINE)), (args.model, model)]:

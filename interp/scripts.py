@@ -27,6 +27,22 @@ def parser(doc: str, name: str, *, model: str, seed_help: str,
     return out
 
 
+QUICK_WINDOWS = 4  # held-out windows per domain under --quick
+
+
+def add_windows(parser: argparse.ArgumentParser, help: str, default: int = 48) -> None:
+    """--windows: held-out windows per domain, for the experiments that compare domains."""
+    parser.add_argument("--windows", type=int, default=default, help=help)
+
+
+def check_windows(args: argparse.Namespace) -> None:
+    """--quick takes QUICK_WINDOWS; fewer than 2 leave no halves to measure the noise floor."""
+    if args.quick:
+        args.windows = QUICK_WINDOWS
+    if args.windows < 2:
+        raise InterpError("--windows must be >= 2 (the noise floor splits each domain in two)")
+
+
 def start(args: argparse.Namespace, argv: Sequence[str] | None = None):
     """Print the seed and command that reproduce this run, then load the model (no gradients)."""
     import torch

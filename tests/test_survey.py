@@ -132,7 +132,8 @@ def test_head_scores_by_hand(surveyed, traced):
     """Loops over the full patterns of every window, written out from the definitions."""
     ws, trace, _ = traced
     n_layers, n_heads = 4, 4
-    sums = {k: np.zeros((n_layers, n_heads)) for k in ["previous_token", "induction", "sink"]}
+    names = ["previous_token", "induction", "duplicate_token", "sink", "entropy"]
+    sums = {k: np.zeros((n_layers, n_heads)) for k in names}
     counts = {k: 0 for k in sums}
     for p, w in enumerate(ws):
         pattern = trace.tensor("patterns", p).numpy()  # [layer, head, q, k]
@@ -140,9 +141,15 @@ def test_head_scores_by_hand(surveyed, traced):
         for q in range(1, len(ids)):
             sums["previous_token"] += pattern[:, :, q, q - 1]
             sums["sink"] += pattern[:, :, q, 0]
-            counts["previous_token"] += 1
-            counts["sink"] += 1
-            keys = [j + 1 for j in range(q - 1) if ids[j] == ids[q]]
+            row = pattern[:, :, q, : q + 1].astype(np.float64)
+            sums["entropy"] -= (row * np.log(np.where(row > 0, row, 1))).sum(-1)
+            for name in ["previous_token", "sink", "entropy"]:
+                counts[name] += 1
+            copies = [j for j in range(q) if ids[j] == ids[q]]
+            if copies:
+                sums["duplicate_token"] += pattern[:, :, q, copies].sum(-1)
+                counts["duplicate_token"] += 1
+            keys = [j + 1 for j in copies if j + 1 < q]
             if keys:
                 sums["induction"] += pattern[:, :, q, keys].sum(-1)
                 counts["induction"] += 1

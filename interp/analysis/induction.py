@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
-from interp.vocab import Hook, long_frame
+from interp.vocab import Hook, long_frame, prob_entropy
 
 Head = tuple[int, int]  # (layer, head)
 
@@ -70,17 +70,27 @@ def pattern_scores(pattern: torch.Tensor, seq_len: int, has_sink: bool) -> dict[
 
 
 def text_masks(ids: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The query/key masks of `natural_text_scores` for `ids` [batch, pos] (`valid`: False on
-    padding); they depend on the tokens only, so a batch builds them once for every layer."""
-    T = ids.shape[1]
-    later = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril(-1)  # key < query
+    """What `natural_text_scores` needs of `ids` [batch, pos] (`valid`: False on padding). It
+    depends on the tokens only, so a batch builds it once for every layer: the real queries
+    q >= 1 [batch, pos], and per score the (batch, query, key) triples it sums, as index
+    tensors [3, pairs]; they are few (repeats of a token), so the scores gather them from the
+    pattern instead of reading all of it."""
     queries = valid.clone()
     queries[:, 0] = False
-    same = (ids[:, :, None] == ids[:, None, :]) & later  # [batch, query, key]
-    after = torch.zeros_like(same)
-    after[:, :, 1:] = same[:, :, :-1]  # key k follows an earlier copy at k - 1
-    after &= later
-    return {"queries": queries, "induction": after, "duplicate_token": same}
+    # duplicate_token: the earlier copies j < q of the query's token; induction: the keys
+    # j + 1 < q right after them.
+    same = ((ids[:, :, None] == ids[:, None, :]) & queries[:, :, None]).tril_(-1)
+    batch, query, copy = same.nonzero(as_tuple=True)
+    after = copy + 1 < query
+    seen = torch.zeros_like(queries)
+    seen[batch[after], query[after]] = True
+    return {
+        "queries": queries,
+        "duplicate_token": torch.stack([batch, query, copy]),
+        "duplicate_token_queries": same.any(-1).sum(),
+        "induction": torch.stack([batch[after], query[after], copy[after] + 1]),
+        "induction_queries": seen.sum(),
+    }
 
 
 def natural_text_scores(
@@ -94,20 +104,17 @@ def natural_text_scores(
     after its earlier occurrences (keys before q), the probe's score without the probe;
     duplicate_token = attention to the earlier occurrences.
     """
-    p = pattern.detach().float()
+    p = pattern.detach()
     queries = masks["queries"]
     n = queries.sum()
     out = {}
     for name in ("induction", "duplicate_token"):
-        mask = masks[name]
-        rows = queries & mask.any(-1)
-        per_query = torch.einsum("bhqk,bqk->bhq", p, mask.to(p.dtype))
-        out[name] = ((per_query * rows[:, None]).sum((0, 2)), rows.sum())
-    prev = p.diagonal(offset=-1, dim1=-2, dim2=-1)  # [batch, head, query - 1]
+        batch, query, key = masks[name]
+        out[name] = (p[batch, :, query, key].float().sum(0), masks[f"{name}_queries"])
+    prev = p.diagonal(offset=-1, dim1=-2, dim2=-1).float()  # [batch, head, query - 1]
     out["previous_token"] = ((prev * queries[:, None, 1:]).sum((0, 2)), n)
-    out["sink"] = ((p[..., 0] * queries[:, None]).sum((0, 2)), n)
-    entropy = torch.special.entr(p).sum(-1)
-    out["entropy"] = ((entropy * queries[:, None]).sum((0, 2)), n)
+    out["sink"] = ((p[..., 0].float() * queries[:, None]).sum((0, 2)), n)
+    out["entropy"] = ((prob_entropy(p) * queries[:, None]).sum((0, 2)), n)
     return out
 
 

@@ -17,6 +17,7 @@ import torch
 from interp.analysis.experts import balance_metrics, js_divergence
 from interp.survey.accumulators import Accumulators, histogram
 from interp.survey.batch import Batch
+from interp.vocab import prob_entropy
 
 ENTROPY_BINS = 32
 TOP_TOKENS = 10
@@ -65,7 +66,7 @@ class ExpertStats:
         def hook(logits: torch.Tensor, hook) -> None:
             prob = logits.detach()[self.rows].float().softmax(-1)  # [tokens, E]
             self.prob[i] += prob.sum(0)
-            entropy = torch.special.entr(prob).sum(-1)
+            entropy = prob_entropy(prob)
             self.entropy_sum[i] += entropy.sum()
             self.entropy_hist[i] += histogram(entropy, self.edges)
 

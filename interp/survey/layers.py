@@ -3,7 +3,7 @@ lens's decision depth as a histogram, and the loss per domain.
 
 Decision depth of a token: the first stream (resid_pre of layer d, or the output, d = L)
 from which the lens's top-1 (final norm + unembedding of the stream) stays the model's own
-top-1 to the end. The lens costs an unembedding per layer, so it reads every
+top-1 to the end. The lens costs an unembedding of every layer's stream, so it reads every
 `LENS_EVERY`-th position of each window; the histogram counts those tokens.
 """
 
@@ -14,10 +14,11 @@ import torch
 
 from interp.survey.accumulators import Accumulators, histogram, log_edges
 from interp.survey.batch import Batch
+from interp.vocab import logsumexp
 
 NORM_BINS = 64
 NORM_RANGE = (1e-3, 1e5)
-LENS_EVERY = 16
+LENS_EVERY = 64
 WRITES = ("attn_out", "mlp_out")
 
 
@@ -34,7 +35,7 @@ class LayerStats:
         self.loss_sum = acc.sums("loss_sum", D)
         self.loss_tokens = acc.counts("loss_tokens", D)
         self.tokens = acc.counts("tokens")
-        self.lens: dict[int, torch.Tensor] = {}  # this batch's lens top-1 per stream
+        self.lens: dict[int, torch.Tensor] = {}  # this batch's sampled streams
 
     def hooks(self) -> list[tuple[str, object]]:
         out = []
@@ -62,8 +63,7 @@ class LayerStats:
             self.resid_hist[layer] += histogram(norms, self.edges)
             self.resid_sum[layer] += norms.sum()
             if layer < self.n_layers:  # the output's top-1 comes from the logits
-                stream = x.detach()[self.sampled]
-                self.lens[layer] = self.model.unembed(self.model.ln_final(stream)).argmax(-1)
+                self.lens[layer] = x.detach()[self.sampled]
 
         return hook
 
@@ -77,14 +77,19 @@ class LayerStats:
 
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         final = logits[self.sampled].argmax(-1)
+        # Every layer's sampled streams in one unembedding: the unembedding matrix is read
+        # once per batch, not once per layer (on a large vocabulary, that read is the cost).
+        streams = torch.stack([self.lens[d] for d in range(self.n_layers)])
+        top = self.model.unembed(self.model.ln_final(streams)).argmax(-1)  # [layer, token]
         # agree[d]: the lens at stream d picks the final top-1; depth = 1 + last disagreement.
-        agree = torch.stack([self.lens[d] == final for d in range(self.n_layers)])
+        agree = top == final
         disagree = torch.arange(1, self.n_layers + 1, device=agree.device)[:, None] * ~agree
         depth = disagree.max(0).values
         self.depth += torch.bincount(depth, minlength=self.n_layers + 1)
-        # Next-token loss of every real token with a real successor, float32.
-        logp = logits[:, :-1].float().log_softmax(-1)
-        nll = -logp.gather(-1, batch.ids[:, 1:, None])[..., 0] * batch.pairs
+        # Next-token loss of every real token with a real successor, float32: logsumexp minus
+        # the target's logit, which reads the logits once and writes no [pos, vocab] copy.
+        target = logits[:, :-1].gather(-1, batch.ids[:, 1:, None])[..., 0].float()
+        nll = (logsumexp(logits)[:, :-1] - target) * batch.pairs
         self.loss_sum.index_add_(0, batch.domain, nll.sum(1).double())
         self.loss_tokens.index_add_(0, batch.domain, batch.pairs.sum(1))
         self.lens = {}

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable
 import torch
 
 from interp.trace.routers import capture_hook
+from interp.vocab import prob_entropy
 
 # routing: chosen experts, weights, entropy and the router's distribution over experts;
 # routing_dense adds logits, scores and choice per expert.
@@ -86,7 +87,7 @@ def _row_stats(pattern: torch.Tensor, k: int):
     entropy, weights, keys = [], [], []
     for q in range(0, pattern.shape[2], step):
         block = pattern[:, :, q : q + step]
-        entropy.append(torch.special.entr(block).sum(dim=-1))
+        entropy.append(prob_entropy(block))
         top = block.topk(k, dim=-1)
         weights.append(top.values)
         keys.append(top.indices)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from interp.vocab import prob_entropy
+
 
 @dataclass
 class Decision:
@@ -42,7 +44,7 @@ class Decision:
     @property
     def entropy(self) -> torch.Tensor:
         """[N] nats of `dist`."""
-        return torch.special.entr(self.dist).sum(-1)
+        return prob_entropy(self.dist)
 
 
 def _ranked(choice: torch.Tensor, k: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ import interp
 from interp.analysis import experts as ex
 from interp.corpus import documents
 from interp.survey.data import PIECE_CHARS, Corpus, _encode, _pieces, bos_token, windows
+from interp.survey.layers import LENS_EVERY
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +173,27 @@ def test_loss_per_domain_equals_transformers(moe, surveyed, traced):
         row = surveyed.loss.set_index("domain").loc[domain]
         assert row["tokens"] == n
         assert row["loss"] == pytest.approx(total / n, rel=1e-5)
+
+
+def test_decision_depth_equals_transformers_lens(moe, surveyed, traced):
+    """The lens by hand: transformers' own final norm and lm_head on its hidden states."""
+    ws, _, _ = traced
+    hf, n_layers = moe.original_model, 4
+    depths = []
+    for w in ws:
+        out = hf(w.ids[None], output_hidden_states=True)
+        final = out.logits[0].argmax(-1)
+        for pos in range(len(w.ids)):
+            if (pos - w.index) % LENS_EVERY:
+                continue
+            # hidden_states[d], d < L: the stream entering layer d (the last is normed).
+            top = [int(hf.lm_head(hf.model.norm(out.hidden_states[d][0, pos])).argmax())
+                   for d in range(n_layers)]  # fmt: skip
+            wrong = [d + 1 for d in range(n_layers) if top[d] != final[pos]]
+            depths.append(max(wrong, default=0))
+    want = np.bincount(depths, minlength=n_layers + 1)
+    assert len(depths) >= len(ws) // 2  # about one sampled position per window of SEQ
+    assert (surveyed.decision_depth["count"].to_numpy() == want).all()
 
 
 def test_batched_equals_one_window_at_a_time(moe, corpus_file, surveyed):

@@ -14,6 +14,7 @@ from interp.survey.data import Window
 class Batch:
     ids: torch.Tensor  # [batch, pos], right-padded with 0
     valid: torch.Tensor  # [batch, pos] bool, False on padding
+    index: torch.Tensor  # [batch] each window's index in the corpus's window order
     domain: torch.Tensor  # [batch] index into the corpus's domains
     half: torch.Tensor  # [batch] 0 or 1: the split-half a window belongs to
     pairs: torch.Tensor  # [batch, pos - 1] bool: (t, t + 1) both real tokens
@@ -34,5 +35,7 @@ def collate(windows: list[Window], domains: list[str], seed: int, device) -> Bat
         valid[row, : len(window.ids)] = True
     domain = torch.tensor([domains.index(w.domain) for w in windows])
     half = torch.tensor([split_half(w.index, seed) for w in windows])
+    index = torch.tensor([w.index for w in windows])
     ids, valid = ids.to(device), valid.to(device)
-    return Batch(ids, valid, domain.to(device), half.to(device), valid[:, 1:] & valid[:, :-1])
+    pairs = valid[:, 1:] & valid[:, :-1]
+    return Batch(ids, valid, index.to(device), domain.to(device), half.to(device), pairs)

@@ -3,8 +3,10 @@ lens's decision depth as a histogram, and the loss per domain.
 
 Decision depth of a token: the first stream (resid_pre of layer d, or the output, d = L)
 from which the lens's top-1 (final norm + unembedding of the stream) stays the model's own
-top-1 to the end. The lens costs an unembedding of every layer's stream, so it reads every
-`LENS_EVERY`-th position of each window; the histogram counts those tokens.
+top-1 to the end. The lens costs an unembedding of every layer's stream, so it reads one
+position in `LENS_EVERY`: those with (pos - window index) % LENS_EVERY == 0, which spreads
+the sample evenly over positions (a fixed pos % LENS_EVERY == 0 would give the context-free
+first token of every window a weight of seq_len / LENS_EVERY); the histogram counts them.
 """
 
 from __future__ import annotations
@@ -48,10 +50,8 @@ class LayerStats:
 
     def start(self, batch: Batch) -> None:
         self.batch, self.lens = batch, {}
-        self.sampled = batch.valid.clone()
-        self.sampled[
-            :, torch.arange(batch.valid.shape[1], device=batch.valid.device) % LENS_EVERY != 0
-        ] = False
+        pos = torch.arange(batch.valid.shape[1], device=batch.valid.device)
+        self.sampled = batch.valid & ((pos - batch.index[:, None]) % LENS_EVERY == 0)
         self.tokens += batch.valid.sum()
 
     def _norms(self, x: torch.Tensor) -> torch.Tensor:

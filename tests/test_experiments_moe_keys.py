@@ -39,9 +39,16 @@ def test_moe_routing_quick(tmp_path, capsys):
     assert (numbers.ratio > 2).all()
     code_prose = spec[(spec.domain == "code") & (spec.other == "prose")].set_index("layer").js
     assert (code_prose < numbers.groupby("layer").js.min()).all()
-    locality = result["locality"]
-    assert (locality.overlap > locality.chance).all() and (locality.chance == 2 / 16).all()
-    assert "reuse experts above chance' holds: True" in printed
+    locality = result["locality"].set_index(["domain", "layer"])
+    assert (locality.chance == 2 / 16).all()
+    # Code and prose reuse experts at over twice chance in every layer. Arithmetic need not:
+    # digits and operators alternate (at layer 2 it stays below chance on 150 windows too).
+    words = locality.drop(index="numbers", level="domain")
+    assert (words.overlap > 2 * words.chance).all()
+    below = locality[locality.overlap <= locality.chance]
+    held = f"reuse experts above chance' holds: {below.empty}"
+    assert held in printed
+    assert all(f"{d} at layer {layer}" in printed for d, layer in below.index)
     forbid = result["forbid"]
     assert len(forbid) == 4 and forbid.top1_changed.between(0, 1).all()
     # The tokens that lost their top door feel it more than the tokens that kept theirs.

@@ -100,8 +100,8 @@ def test_code_and_prose_route_differently(model, tokenizer, log):
     within = {f"code/{i}": "code-a" if i < 4 else "code-b" for i in range(8)}
     across = ex.domain_divergence(frame, between).set_index("layer")["js"]
     noise = ex.domain_divergence(frame, within).set_index("layer")["js"]
-    best = across.idxmax()
-    assert across[best] > 0.1 and across[best] > 4 * noise[best], (across, noise)
+    # Some layer separates the domains: a JS of over 0.1 bits, over 4x the split-half noise.
+    assert ((across > 0.1) & (across > 4 * noise)).any(), (across, noise)
 
 
 @pytest.mark.slow

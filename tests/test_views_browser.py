@@ -17,6 +17,7 @@ import interp
 from interp.analysis.journey import journey
 from interp.analysis.lens import logit_lens
 from interp.report import build_report
+from interp.report.views.data import ROW_KEYS
 from interp.text import show_token
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
@@ -34,6 +35,15 @@ def driver():
 def moe_trace():
     model = interp.load("tiny-moe")
     return interp.trace(model, [HOSTILE, "def f(x): return x + 1"], max_new_tokens=3)
+
+
+def heaviest(patterns: np.ndarray, keep: int = ROW_KEYS) -> np.ndarray:
+    """The patterns as the attention view holds them: each row keeps its `keep` heaviest keys
+    (the view's documented budget), every other weight is 0."""
+    order = np.argsort(-patterns, axis=-1, kind="stable")
+    kept = np.zeros_like(patterns, dtype=bool)
+    np.put_along_axis(kept, order[..., :keep], True, axis=-1)
+    return np.where(kept, patterns, 0.0)
 
 
 def tokens(page: Page, view_id: str) -> list:
@@ -71,7 +81,7 @@ def test_attention_view_shades_the_rows_of_the_trace(driver, moe_trace, tmp_path
     page = Page(driver, view.save(tmp_path / "a.html"))
     ident = view.ident
     assert page.state(f"{ident}-0")["query"] == moe_trace.records[0].n_prompt - 1  # at first
-    patterns = moe_trace.tensor("patterns", 0).numpy()  # [layer head query key]
+    patterns = heaviest(moe_trace.tensor("patterns", 0).numpy())  # [layer head query key]
     spans = tokens(page, f"{ident}-0")
     # The hostile prompt comes back as the spans' text, token by token.
     n_prompt = moe_trace.records[0].n_prompt

@@ -58,9 +58,9 @@ def traced(moe, corpus_file):
     """interp.trace over the very windows the survey read, one prompt per window.
 
     The routing frame ranks experts by an argsort of the router probabilities; where the
-    router ties (tiny-moe's BOS gets 16 equal logits), its `selected` is replaced by the
-    experts the model really used, which is what the survey counts. Everywhere else the two
-    agree (asserted)."""
+    router ties (equal probabilities, which argsort and top-k may order apart), its
+    `selected` is replaced by the experts the model really used, which is what the survey
+    counts. Everywhere else the two agree (asserted)."""
     corpus = Corpus([corpus_file])
     ws = list(windows(corpus, moe.tokenizer, SEQ, bos_token(moe), None))
     trace = interp.trace(moe, [w.ids for w in ws], capture=["routing_dense", "attention"],

@@ -158,3 +158,34 @@ def test_routing_view_keeps_scaled_weights(model):
     step = 1 / data["levels"]
     assert abs(weights - want.reshape(-1).numpy()).max() <= step / 2 + 1e-6
     assert want.sum(-1).allclose(torch.tensor(2.5))
+
+
+def test_survey_counts_the_routers_own_choices(model, hf, tmp_path):
+    """The survey's expert counts on DeepSeek-V3's sigmoid + bias + group router equal the
+    top-k indices transformers' own gate returns, window by window."""
+    from interp.corpus import documents
+    from interp.survey.data import Corpus, bos_token, windows
+
+    data = tmp_path / "docs.jsonl"
+    rows = [
+        {"text": t[:1200], "domain": d} for d in DOMAINS for t in documents(d, "validation")[:2]
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    surveyed = interp.survey(model, data, stats=["experts"], seq_len=64, batch_size=3)
+    layers = [i for i, layer in enumerate(hf.model.layers) if hasattr(layer.mlp, "gate")]
+    counts = torch.zeros(len(hf.model.layers), hf.config.n_routed_experts, dtype=torch.long)
+    chosen = {}
+    handles = [hf.model.layers[i].mlp.gate.register_forward_hook(
+        lambda module, args, out, i=i: chosen.__setitem__(i, out[2])) for i in layers]  # fmt: skip
+    try:
+        for w in windows(Corpus([data]), model.tokenizer, 64, bos_token(model), None):
+            hf(w.ids[None])
+            for i in layers:
+                counts[i] += torch.bincount(chosen[i].flatten(), minlength=counts.shape[1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    got = surveyed.experts.pivot(index="layer", columns="expert", values="count")
+    assert list(got.index) == layers
+    assert (got.to_numpy() == counts[layers].numpy()).all()
+    assert (counts[layers].sum(1) == surveyed.meta["tokens"] * hf.config.num_experts_per_tok).all()

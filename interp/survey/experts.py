@@ -1,9 +1,12 @@
 """Expert statistics of a survey: routing counts reduced at the router, batch by batch.
 
-The selection is the router's own: `blocks.{l}.mlp.hook_expert_indices` (the top-k the MoE
-block used), never a re-sort of the logits, which is wrong for routers with a bias. The router
-probabilities (softmax over all N experts, float32) come from `blocks.{l}.mlp.gate.hook_out`.
-Padding rows are dropped before anything is counted.
+Each MoE layer's router is read as its family decides (`interp.trace.routers`: softmax top-k,
+top-k softmax, DeepSeek-V3's sigmoid with bias and groups, Llama 4's sigmoid top-1), from a
+forward hook on the Hugging Face router module, as the trace reads it. The selection is the
+family's own top-k (with its bias and group limit), never a re-sort of the logits; the router
+probability per expert is the family's distribution (softmax p, or s / sum(s) for sigmoid
+routers), float32. Shared experts are always on and stay out of every count here. Padding
+rows are dropped before anything is counted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from interp.analysis.experts import balance_metrics, js_divergence
 from interp.survey.accumulators import Accumulators, histogram
 from interp.survey.batch import Batch
+from interp.trace.routers import Decision, capture_hook, routers
 from interp.vocab import prob_entropy
 
 ENTROPY_BINS = 32
@@ -26,6 +30,7 @@ TOP_TOKENS = 10
 class ExpertStats:
     def __init__(self, model, acc: Accumulators, domains: list[str], facts: dict):
         self.layers = facts["moe_layers"]
+        self.routers = routers(model)
         L, E, V, D = len(self.layers), facts["n_experts"], facts["d_vocab"], len(domains)
         self.n_experts, self.top_k = E, facts["top_k"]
         self.edges = torch.linspace(0, math.log(E), ENTROPY_BINS + 1)
@@ -35,7 +40,7 @@ class ExpertStats:
         self.entropy_sum = acc.sums("routing_entropy_sum", L)
         self.coact = acc.counts("coactivation", L, E, E)
         self.transitions = acc.counts("transitions", max(L - 1, 0), E, E)
-        self.shared = acc.counts("locality_shared", L)
+        self.reuse = acc.counts("locality_shared", L)  # experts a token shares with the next
         self.pairs = acc.counts("locality_pairs")
         self.domain = acc.counts("domain_count", D, 2, L, E)
         self.tokens = acc.counts("expert_token_count", L, E, V)
@@ -47,11 +52,11 @@ class ExpertStats:
         self.selected: dict[int, torch.Tensor] = {}  # this batch's [batch*pos, E] selections
 
     def hooks(self) -> list[tuple[str, object]]:
-        out = []
-        for i, layer in enumerate(self.layers):
-            out.append((f"blocks.{layer}.mlp.gate.hook_out", self._router(i)))
-            out.append((f"blocks.{layer}.mlp.hook_expert_indices", self._selection(i)))
-        return out
+        return []  # the routers are read from their Hugging Face modules (`module_hooks`)
+
+    def module_hooks(self) -> list[tuple[torch.nn.Module, object]]:
+        return [(self.routers[layer].module, capture_hook(self.routers[layer], self._store(i)))
+                for i, layer in enumerate(self.layers)]  # fmt: skip
 
     def start(self, batch: Batch) -> None:
         self.batch, self.selected = batch, {}
@@ -62,41 +67,37 @@ class ExpertStats:
         self.cell = torch.nn.functional.one_hot(cell, self.domain.shape[0] * 2).float()
         self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
-    def _router(self, i: int):
-        def hook(logits: torch.Tensor, hook) -> None:
-            prob = logits.detach()[self.rows].float().softmax(-1)  # [tokens, E]
+    def _store(self, i: int):
+        def store(x: torch.Tensor, decision: Decision) -> None:
+            prob = decision.dist[self.rows]  # [tokens, E]
             self.prob[i] += prob.sum(0)
             entropy = prob_entropy(prob)
             self.entropy_sum[i] += entropy.sum()
             self.entropy_hist[i] += histogram(entropy, self.edges)
+            self._count(i, decision.experts)
 
-        return hook
+        return store
 
-    def _selection(self, i: int):
-        def hook(indices: torch.Tensor, hook) -> None:
-            chosen = indices.detach()
-            onehot = torch.zeros(len(chosen), self.n_experts, device=chosen.device)
-            onehot.scatter_(1, chosen, 1.0)
-            onehot *= self.rows[:, None]
-            self.selected[i] = onehot
-            self.count[i] += onehot.sum(0).long()
-            # Every pair of the k chosen (the diagonal: the expert's own count).
-            self.coact[i] += (onehot.T @ onehot).long()
-            if i > 0 and self.layers[i - 1] == self.layers[i] - 1:
-                self.transitions[i - 1] += (self.selected[i - 1].T @ onehot).long()
-            rows = self.batch.ids.shape
-            per_pos = onehot.view(*rows, -1)
-            self.shared[i] += (per_pos[:, 1:] * per_pos[:, :-1]).sum().long()
-            cells = self.cell.T @ onehot  # [domain * half, E]
-            self.domain[:, :, i] += cells.view(-1, 2, self.n_experts).long()
-            # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
-            vocab = self.tokens.shape[-1]
-            pairs = (chosen[self.rows] * vocab + self.ids[:, None]).flatten()
-            self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
-                self.n_experts, vocab
-            )
-
-        return hook
+    def _count(self, i: int, chosen: torch.Tensor) -> None:
+        onehot = torch.zeros(len(chosen), self.n_experts, device=chosen.device)
+        onehot.scatter_(1, chosen, 1.0)
+        onehot *= self.rows[:, None]
+        self.selected[i] = onehot
+        self.count[i] += onehot.sum(0).long()
+        # Every pair of the k chosen (the diagonal: the expert's own count).
+        self.coact[i] += (onehot.T @ onehot).long()
+        if i > 0 and self.layers[i - 1] == self.layers[i] - 1:
+            self.transitions[i - 1] += (self.selected[i - 1].T @ onehot).long()
+        per_pos = onehot.view(*self.batch.ids.shape, -1)
+        self.reuse[i] += (per_pos[:, 1:] * per_pos[:, :-1]).sum().long()
+        cells = self.cell.T @ onehot  # [domain * half, E]
+        self.domain[:, :, i] += cells.view(-1, 2, self.n_experts).long()
+        # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
+        vocab = self.tokens.shape[-1]
+        pairs = (chosen[self.rows] * vocab + self.ids[:, None]).flatten()
+        self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
+            self.n_experts, vocab
+        )
 
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         self.pairs += batch.pairs.sum()

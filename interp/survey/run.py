@@ -3,6 +3,7 @@ mergeable accumulators at the hooks, merge ranks, and hand back (and save) the t
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Sequence
@@ -64,6 +65,7 @@ def survey(
     acc = Accumulators(ranks.device)
     parts = [STATS[name](model, acc, corpus.domains, facts) for name in stats]
     hooks = [(name, fn) for part in parts for name, fn in part.hooks() if name in hook_names]
+    module_hooks = [pair for part in parts for pair in getattr(part, "module_hooks", list)()]
     settings = {"model": facts["model"], "data": corpus.name, "stats": stats, "seq_len": seq_len,
                 "batch_size": batch_size, "tokens": tokens, "seed": seed}  # fmt: skip
     checkpoint = None
@@ -76,7 +78,7 @@ def survey(
     windows = data_mod.windows(corpus, model.tokenizer, seq_len, bos, tokens)
     bar = _bar(progress and ranks.rank == 0, tokens)
     counted = n_windows = n_batches = 0
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks), _attached(module_hooks):
         for index, chunk in enumerate(data_mod.batches(windows, batch_size)):
             n_windows, n_batches = n_windows + len(chunk), index + 1
             counted += sum(len(w.ids) for w in chunk)
@@ -106,6 +108,17 @@ def survey(
         checkpoint.clear()
     distributed.barrier(ranks)
     return result
+
+
+@contextlib.contextmanager
+def _attached(module_hooks):
+    """Forward hooks on Hugging Face modules (the routers), removed however the run ends."""
+    handles = [module.register_forward_hook(fn) for module, fn in module_hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _check_args(model, facts, stats, seq_len, batch_size, tokens, checkpoint_every) -> list[str]:

@@ -13,6 +13,7 @@ import torch
 import interp
 from interp.analysis import experts as ex
 from interp.corpus import documents
+from interp.survey import experts as survey_experts
 from interp.survey.data import PIECE_CHARS, Corpus, _encode, _pieces, bos_token, windows
 from interp.survey.layers import LENS_EVERY
 
@@ -214,6 +215,18 @@ def test_sums_are_mergeable(moe, corpus_file, surveyed):
     hist = surveyed.tables["norm_histograms"]
     per_stage = hist.groupby(["stage", "layer"])["count"].sum()
     assert (per_stage == surveyed.meta["tokens"]).all()
+
+
+def test_token_table_left_out_above_its_size_limit(moe, corpus_file, surveyed, monkeypatch):
+    """A model whose [layer, expert, vocab] counts are too large (Kimi K2: 30 GB) loses only
+    the top tokens per expert; every other expert table is the same."""
+    monkeypatch.setattr(survey_experts, "TOKEN_TABLE_MAX_BYTES", 4 * 16 * 2048 * 8 - 1)
+    with pytest.warns(UserWarning, match=r"\[4, 16, 2048\] counts would take"):
+        small = interp.survey(moe, corpus_file, stats=["experts"], seq_len=SEQ, batch_size=4,
+                              seed=3)  # fmt: skip
+    assert small.expert_tokens.empty and not surveyed.expert_tokens.empty
+    for name in ["experts", "expert_layers", "coactivation", "transitions", "domain_load"]:
+        pd.testing.assert_frame_equal(small.tables[name], surveyed.tables[name])
 
 
 def test_long_documents_tokenize_in_pieces_exactly(moe):

@@ -62,8 +62,12 @@ def experts_section(survey: Survey) -> Section:
         caption = "domain JS divergence (bits) and split-half noise"
         section.tables.append(table(survey.domain_divergence, caption))
     tokens = survey.expert_tokens
-    tokens = tokens[tokens["rank"] < 3][["layer", "expert", "rank", "token", "count", "share"]]
-    section.tables.append(table(tokens, "top tokens per expert", collapsed=True))
+    if tokens.empty:
+        section.notes.append("Top tokens per expert left out: the model's [layer, expert, "
+                             "vocab] counts exceed the survey's size limit.")  # fmt: skip
+    else:
+        tokens = tokens[tokens["rank"] < 3][["layer", "expert", "rank", "token", "count", "share"]]
+        section.tables.append(table(tokens, "top tokens per expert", collapsed=True))
     return section
 
 

@@ -12,6 +12,7 @@ rows are dropped before anything is counted.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,10 @@ from interp.vocab import prob_entropy
 
 ENTROPY_BINS = 32
 TOP_TOKENS = 10
+# The top tokens per expert come from exact (layer, expert, token) counts, a dense int64
+# [layer, expert, vocab] table: 0.4 GB on OLMoE-1B-7B, 15 GB on DeepSeek-V3, 30 GB on Kimi K2.
+# Above this size the table is left out (with a warning), and every other statistic kept.
+TOKEN_TABLE_MAX_BYTES = 1 << 30
 
 
 class ExpertStats:
@@ -43,8 +48,14 @@ class ExpertStats:
         self.reuse = acc.counts("locality_shared", L)  # experts a token shares with the next
         self.pairs = acc.counts("locality_pairs")
         self.domain = acc.counts("domain_count", D, 2, L, E)
-        self.tokens = acc.counts("expert_token_count", L, E, V)
-        self.seen = acc.counts("token_seen", V)
+        self.tokens = self.seen = None
+        size = L * E * V * 8
+        if size <= TOKEN_TABLE_MAX_BYTES:
+            self.tokens = acc.counts("expert_token_count", L, E, V)
+            self.seen = acc.counts("token_seen", V)
+        else:
+            warnings.warn(f"expert_tokens left out: its [layer, expert, vocab] = [{L}, {E}, {V}] "
+                          f"counts would take {size / 2**30:.1f} GB", stacklevel=2)  # fmt: skip
         self.vio_sum = acc.sums("max_vio_batch_sum", L)
         self.vio_sq = acc.sums("max_vio_batch_sq", L)
         self.batches = acc.counts("batches")
@@ -65,7 +76,8 @@ class ExpertStats:
         # Per routed token: a one-hot of the (domain, half) cell it counts in.
         cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
         self.cell = torch.nn.functional.one_hot(cell, self.domain.shape[0] * 2).float()
-        self.seen += torch.bincount(self.ids, minlength=len(self.seen))
+        if self.seen is not None:
+            self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
     def _store(self, i: int):
         def store(x: torch.Tensor, decision: Decision) -> None:
@@ -92,6 +104,8 @@ class ExpertStats:
         self.reuse[i] += (per_pos[:, 1:] * per_pos[:, :-1]).sum().long()
         cells = self.cell.T @ onehot  # [domain * half, E]
         self.domain[:, :, i] += cells.view(-1, 2, self.n_experts).long()
+        if self.tokens is None:
+            return
         # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
         vocab = self.tokens.shape[-1]
         pairs = (chosen[self.rows] * vocab + self.ids[:, None]).flatten()
@@ -208,7 +222,11 @@ def _domains(cells: np.ndarray, layers, domains) -> tuple[pd.DataFrame, pd.DataF
 
 def _top_tokens(acc, layers, tokenizer) -> pd.DataFrame:
     """Per layer and expert, its TOP_TOKENS most frequent tokens: count (times routed there),
-    seen (the token's occurrences) and share = count / seen."""
+    seen (the token's occurrences) and share = count / seen. Empty when the survey left the
+    counts out (`TOKEN_TABLE_MAX_BYTES`)."""
+    columns = ["layer", "expert", "rank", "token_id", "token", "count", "seen", "share"]
+    if "expert_token_count" not in acc:
+        return pd.DataFrame(columns=columns)
     counts, seen = acc["expert_token_count"], acc["token_seen"]
     rows = []
     for i, layer in enumerate(layers):
@@ -221,5 +239,4 @@ def _top_tokens(acc, layers, tokenizer) -> pd.DataFrame:
                 rows.append({"layer": layer, "expert": e, "rank": rank, "token_id": t,
                              "token": text, "count": c, "seen": int(seen[t]),
                              "share": c / int(seen[t])})  # fmt: skip
-    columns = ["layer", "expert", "rank", "token_id", "token", "count", "seen", "share"]
     return pd.DataFrame(rows, columns=columns)

@@ -29,6 +29,12 @@ class Terminated(BaseException):
     """SIGTERM, raised where the process stands so `finally` blocks remove temporaries."""
 
 
+# Set by the SIGTERM handler. The exception it raises can be swallowed (raised inside a
+# finaliser, or by a library that catches everything), so every commit of an output checks
+# the flag too (`commit_allowed`), and the command still exits 143.
+TERMINATED = threading.Event()
+
+
 @contextlib.contextmanager
 def cleanup_on_sigterm():
     """Within: SIGTERM unwinds the stack (each temporary's owner deletes it), then exits 143."""
@@ -37,8 +43,10 @@ def cleanup_on_sigterm():
         return
 
     def handler(signum, frame):
+        TERMINATED.set()
         raise Terminated()
 
+    TERMINATED.clear()  # a command run in-process after an earlier one was terminated
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -46,6 +54,15 @@ def cleanup_on_sigterm():
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if TERMINATED.is_set():
+        raise SystemExit(128 + signal.SIGTERM)
+
+
+def commit_allowed() -> None:
+    """Raise `Terminated` if SIGTERM came, even if its exception was lost: call it right
+    before an output is renamed into place."""
+    if TERMINATED.is_set():
+        raise Terminated()
 
 
 def temp_prefix(name: str, sep: str = ".") -> str:
@@ -103,6 +120,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are meant to be shared
+        commit_allowed()
         os.replace(tmp, path)
     except BaseException as exc:  # interrupted too: never leave the temporary file behind
         with contextlib.suppress(OSError):

@@ -136,3 +136,23 @@ def test_killed_report_leaves_no_litter(tmp_path, sig, point):
     assert rerun.wait(timeout=TIMEOUT_S) == 0, rerun.stderr.read()
     assert _litter(tmp_path) == []  # a dead writer's temporary is swept
     assert (tmp_path / "out.html").read_text().rstrip().endswith("</html>")
+
+
+def test_sigterm_whose_exception_is_swallowed_still_commits_nothing(tmp_path):
+    """SIGTERM's exception can be lost (raised inside a finaliser, or caught by a library):
+    the command still writes no output and exits 143."""
+    from interp.files import cleanup_on_sigterm, write_atomic
+
+    out = tmp_path / "out.html"
+    with pytest.raises(SystemExit) as exit_info, cleanup_on_sigterm():
+        try:  # a library that catches everything
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except BaseException:
+            pass
+        write_atomic(out, "<html>")
+    assert exit_info.value.code == 143
+    assert list(tmp_path.iterdir()) == []
+    with cleanup_on_sigterm():  # the next command in the same process is not affected
+        write_atomic(out, "<html>")
+    assert out.read_text() == "<html>"

@@ -46,7 +46,6 @@ def cleanup_on_sigterm():
         TERMINATED.set()
         raise Terminated()
 
-    TERMINATED.clear()  # a command run in-process after an earlier one was terminated
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -54,7 +53,9 @@ def cleanup_on_sigterm():
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if TERMINATED.is_set():
+        terminated = TERMINATED.is_set()
+        TERMINATED.clear()  # the flag means "this command was terminated", nothing after it
+    if terminated:
         raise SystemExit(128 + signal.SIGTERM)
 
 

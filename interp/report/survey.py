@@ -109,6 +109,7 @@ def layers_section(survey: Survey) -> Section:
     norms = survey.norms.pivot_table(index="layer", columns="stage", values="norm").reset_index()
     section.tables.append(table(norms, "mean norm per layer"))
     depth = survey.decision_depth.assign(share=lambda d: d["count"] / max(int(d["count"].sum()), 1))
-    section.tables.append(table(depth, "decision depth (sampled positions)"))
+    every = survey.meta.get("lens_every")
+    section.tables.append(table(depth, f"decision depth (one position in {every})"))
     section.tables.append(table(survey.loss, "loss per domain"))
     return section

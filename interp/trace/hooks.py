@@ -28,7 +28,6 @@ ROUTER_TENSORS = (
     "router_experts", "router_weights", "router_entropy", "shared_weights",
 )  # fmt: skip
 TOP_SOURCES = 3
-BLOCK_ELEMENTS = 2**20  # pattern entries per temporary block (4 MB)
 
 
 class LayerStack:
@@ -80,18 +79,10 @@ def _store(target: LayerStack, slot: int):
 
 
 def _row_stats(pattern: torch.Tensor, k: int):
-    """Per query row of [B H Tq Tk]: entropy [B H Tq] and top-k (weights, keys) [B H Tq k],
-    in blocks of queries that stay in cache: one pattern-sized temporary would add T^2 memory
-    and cost a page fault per 4 kB."""
-    step = max(1, BLOCK_ELEMENTS // (pattern.shape[0] * pattern.shape[1] * pattern.shape[-1]))
-    entropy, weights, keys = [], [], []
-    for q in range(0, pattern.shape[2], step):
-        block = pattern[:, :, q : q + step]
-        entropy.append(prob_entropy(block))
-        top = block.topk(k, dim=-1)
-        weights.append(top.values)
-        keys.append(top.indices)
-    return torch.cat(entropy, dim=2), torch.cat(weights, dim=2), torch.cat(keys, dim=2)
+    """Per query row of [B H Tq Tk]: entropy [B H Tq] (`prob_entropy` works through the rows in
+    cache-sized blocks: no pattern-sized temporary) and top-k (weights, keys) [B H Tq k]."""
+    top = pattern.topk(k, dim=-1)
+    return prob_entropy(pattern), top.values, top.indices
 
 
 def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):

@@ -47,6 +47,10 @@ def trace(
     fwd_hooks: Sequence[Hook] = (),
     attention_budget_mb: float = 256,
     query_positions: str = "last",
+    features=(),
+    splice: bool = False,
+    error_term: bool = False,
+    feature_top_k: int | None = 10,
 ) -> Trace:
     """Run `model` on `prompts` and capture `capture` (groups or TL hook names).
 
@@ -67,6 +71,9 @@ def trace(
     hook_names = dict.fromkeys(model.hook_dict)
     groups, raw = _parse_capture(hook_names, capture)
     user_hooks = _checked_hooks(hook_names, fwd_hooks)
+    attached = _attach(model, hook_names, features, splice, error_term, feature_top_k)
+    if attached is not None:  # after the user's hooks: features of what the model used
+        user_hooks += attached.hooks
     sequences = _sequences(model, prompts)
     facts = ModelFacts.of(model)
     longest = max(len(s) for s in sequences) + max_new_tokens
@@ -83,6 +90,8 @@ def trace(
             records = run.forward_batch(sequences)
         else:
             records = [run.generate(ids, max_new_tokens, sampling) for ids in sequences]
+    if attached is not None:
+        attached.fill(records, max_new_tokens)
     meta = {
         "model": getattr(model, "interp_name", model.cfg.model_name),
         "cfg": facts.as_dict(),
@@ -93,6 +102,7 @@ def trace(
         "device": str(run.device),
         "shapes": run.shapes,
         "command": None,  # set by the CLI, which has one
+        "features": attached.meta() if attached is not None else [],
     }
     if "attention" in groups and not keep_full:
         meta["empty_frames"] = {"attention": (
@@ -100,6 +110,17 @@ def trace(
             f"{attention_budget_mb:g}; read query_attention, attention_summary, or trace with "
             "query_positions='all'")}  # fmt: skip
     return Trace(records, meta, model=model)
+
+
+def _attach(model, hook_names, features, splice, error_term, top_k):
+    if not features:
+        if splice or error_term:
+            raise InterpError("splice and error_term need features= (dictionaries to splice in)")
+        return None
+    from interp.features.attach import Attachment
+
+    return Attachment(model, hook_names, features, splice=splice, error_term=error_term,
+                      top_k=top_k)  # fmt: skip
 
 
 def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:

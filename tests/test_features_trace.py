@@ -1,0 +1,137 @@
+"""Dictionaries attached to a trace (tiny random Llama): captured features, errors, splicing,
+generation and mismatches, each against the hooked activation encoded by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from feature_files import HOOK, np_encode, weights, write_saelens
+
+import interp
+from interp.errors import InterpError
+from interp.features import load
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=101,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("llama")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return interp.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def sae(tmp_path_factory):
+    w = {n: t * 4 if n == "W_enc" else t for n, t in weights(d_sae=64).items()}
+    return load(write_saelens(tmp_path_factory.mktemp("sae") / "res1", "standard", w)), w
+
+
+def _ids(*lengths):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(3, 101, (n,), generator=g) for n in lengths]
+
+
+def test_features_frame_is_the_top_k_of_the_hand_encoding(llama, sae):
+    dictionary, w = sae
+    ids = _ids(9, 6)  # two prompts padded into one batch
+    trace = interp.trace(llama, ids, capture=[HOOK], features=[dictionary], feature_top_k=4)
+    frame, errors = trace.features, trace.feature_error
+    assert list(frame.columns) == ["prompt", "pos", "token", "layer", "hook", "dictionary",
+                                   "feature", "activation"]  # fmt: skip
+    assert set(frame.layer) == {1} and set(frame.hook) == {HOOK}
+    for p, seq in enumerate(ids):
+        x = trace.tensor(HOOK, p).numpy()
+        acts = np_encode(x, w, "standard")
+        for pos in range(len(seq)):
+            rows = frame[(frame.prompt == p) & (frame.pos == pos)]
+            top = np.argsort(-acts[pos])[:4]
+            top = top[acts[pos, top] > 0]
+            assert list(rows.feature) == list(top)
+            np.testing.assert_allclose(rows.activation, acts[pos, top], rtol=1e-4, atol=1e-5)
+        recon = acts @ w["W_dec"].double().numpy() + w["b_dec"].double().numpy()
+        e = errors[errors.prompt == p]
+        np.testing.assert_allclose(e.error, np.linalg.norm(x - recon, axis=-1), rtol=1e-4)
+        np.testing.assert_allclose(e.norm, np.linalg.norm(x, axis=-1), rtol=1e-5)
+        assert list(e.l0) == list((acts > 0).sum(-1))
+
+
+def test_splice_feeds_the_reconstruction_downstream(llama, sae):
+    dictionary, w = sae
+    ids = _ids(8)
+    W = {n: t.double() for n, t in w.items()}
+
+    def by_hand(x, hook):  # the reconstruction, by the numpy formula
+        acts = np.maximum((x[0].double().numpy() - W["b_dec"].numpy()) @ W["W_enc"].numpy()
+                          + W["b_enc"].numpy(), 0)  # fmt: skip
+        recon = acts @ W["W_dec"].numpy() + W["b_dec"].numpy()
+        return torch.from_numpy(recon)[None].to(x.dtype)
+
+    clean = interp.trace(llama, ids, capture=[])
+    spliced = interp.trace(llama, ids, capture=[], features=[dictionary], splice=True)
+    manual = interp.trace(llama, ids, capture=[], fwd_hooks=[(HOOK, by_hand)])
+    kept = interp.trace(llama, ids, capture=[], features=[dictionary], splice=True,
+                        error_term=True)  # fmt: skip
+    lp = {
+        name: t.records[0].logprob[1:]
+        for name, t in [("clean", clean), ("spliced", spliced), ("manual", manual), ("kept", kept)]
+    }
+    torch.testing.assert_close(lp["spliced"], lp["manual"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lp["kept"], lp["clean"], atol=1e-5, rtol=1e-5)
+    assert (lp["spliced"] - lp["clean"]).abs().max() > 1e-3  # the splice changed the run
+
+
+def test_generation_captures_each_new_token(llama, sae):
+    dictionary, w = sae
+    trace = interp.trace(llama, _ids(5), max_new_tokens=3, capture=[HOOK], features=[dictionary],
+                         feature_top_k=None)  # fmt: skip
+    x = trace.tensor(HOOK).numpy()
+    assert len(x) == 8
+    acts = np_encode(x, w, "standard")
+    frame = trace.features
+    assert sorted(set(frame.pos)) == list(range(8))
+    for pos in range(8):
+        rows = frame[frame.pos == pos]
+        assert set(rows.feature) == set(np.nonzero(acts[pos] > 1e-6)[0])
+
+
+def test_mismatched_dictionaries_get_one_line(llama, tmp_path):
+    wide = load(write_saelens(tmp_path / "wide", "standard", weights(d_in=40)))
+    with pytest.raises(InterpError, match=r"width 40 at blocks.1.hook_resid_pre.*width 32"):
+        interp.trace(llama, _ids(4), features=[wide])
+    deep = load(write_saelens(tmp_path / "deep", "standard", weights(),
+                              hook_name="blocks.9.hook_resid_pre"))  # fmt: skip
+    with pytest.raises(InterpError, match="reads blocks.9.hook_resid_pre, which model"):
+        interp.trace(llama, _ids(4), features=[deep])
+    with pytest.raises(InterpError, match="need features="):
+        interp.trace(llama, _ids(4), splice=True)
+
+
+def test_transcoder_attaches_and_saved_trace_keeps_frames(llama, tmp_path):
+    w = weights(d_out=32)
+    tc = load(write_saelens(tmp_path / "tc", "skip_transcoder", {**w, "W_skip": torch.eye(32)},
+                            hook_name="blocks.0.ln2.hook_normalized",
+                            hook_name_out="blocks.0.hook_mlp_out"))  # fmt: skip
+    ids = _ids(6)
+    trace = interp.trace(
+        llama, ids, capture=["blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"], features=[tc]
+    )
+    x = trace.tensor("blocks.0.ln2.hook_normalized").numpy()
+    out = trace.tensor("blocks.0.hook_mlp_out").numpy()
+    acts = np_encode(x, w, "standard", b_dec_in=False)
+    recon = acts @ w["W_dec"].double().numpy() + w["b_dec"].double().numpy() + x
+    np.testing.assert_allclose(trace.feature_error.error, np.linalg.norm(out - recon, axis=-1),
+                               rtol=1e-4)  # fmt: skip
+    saved = interp.Trace.load(trace.save(tmp_path / "saved"))
+    assert saved.features.equals(trace.features)

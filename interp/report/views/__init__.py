@@ -1,4 +1,5 @@
-"""Interactive views that work offline: attention, the logit lens, routing, the journey.
+"""Interactive views that work offline: attention, the logit lens, routing, the journey,
+sparse-dictionary features.
 
 `show(trace, "attention", prompt=[0, 1])` (or `trace.show(...)`) gives a `View`: a notebook
 draws it through `_repr_html_` (a sandboxed iframe holding the whole page, so it needs nothing

@@ -55,7 +55,7 @@ class View:
 
 
 def show(trace, kind: str = "attention", prompt: int | Sequence[int] = 0, **options) -> View:
-    """A view of `kind` (attention, lens, routing, journey) for one prompt, or for several
+    """A view of `kind` (attention, lens, routing, journey, features) for one prompt, or several
     side by side (`prompt=[0, 1]`)."""
     prompts = [prompt] if isinstance(prompt, int) else list(prompt)
     if not prompts:

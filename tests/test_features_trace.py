@@ -135,3 +135,48 @@ def test_transcoder_attaches_and_saved_trace_keeps_frames(llama, tmp_path):
                                rtol=1e-4)  # fmt: skip
     saved = interp.Trace.load(trace.save(tmp_path / "saved"))
     assert saved.features.equals(trace.features)
+
+
+def test_hook_z_dictionary_reads_the_heads_flattened(llama, tmp_path):
+    z = "blocks.0.attn.hook_z"  # [B T H d_head] = [.. 4 8]: d_in 32
+    w = weights(d_sae=40)
+    sae = load(write_saelens(tmp_path / "z", "standard", w, hook_name=z))
+    ids = _ids(6)
+    trace = interp.trace(llama, ids, capture=[z], features=[sae], feature_top_k=None)
+    x = trace.tensor(z).reshape(6, -1).numpy()
+    acts = np_encode(x, w, "standard")
+    rows = trace.features
+    assert len(rows) == int((acts > 0).sum())
+    np.testing.assert_allclose(rows.sort_values(["pos", "feature"]).activation,
+                               acts[acts > 0], rtol=1e-4)  # fmt: skip
+    kept = interp.trace(llama, ids, capture=[], features=[sae], splice=True, error_term=True)
+    clean = interp.trace(llama, ids, capture=[])
+    torch.testing.assert_close(kept.records[0].logprob[1:], clean.records[0].logprob[1:])
+
+
+def test_bad_top_k_is_one_line(llama, sae):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InterpError, match="feature_top_k must be a positive integer"):
+            interp.trace(llama, _ids(3), features=[sae[0]], feature_top_k=bad)
+
+
+@pytest.mark.slow
+def test_smollm2_dictionary_attaches_and_splices(smollm, tmp_path):
+    """A random dictionary at the width of SmolLM2's residual stream (576): it attaches, its
+    error term restores the clean run exactly, and a mismatched layer is refused."""
+    hook = "blocks.15.hook_resid_post"
+    w = weights(d_in=576, d_sae=1024)
+    sae = load(write_saelens(tmp_path / "s", "topk", w, k=16, hook_name=hook))
+    prompt = "The capital of France is"
+    trace = interp.trace(smollm, prompt, capture=[hook], features=[sae], splice=True,
+                         error_term=True)  # fmt: skip
+    clean = interp.trace(smollm, prompt, capture=[])
+    torch.testing.assert_close(trace.records[0].logprob[1:], clean.records[0].logprob[1:])
+    assert (trace.feature_error.l0 == 16).all()
+    x = trace.tensor(hook).numpy()
+    top = np.argsort(-np_encode(x[-1:], w, "topk", k=16)[0])[:10]
+    assert trace.features.query(f"pos == {len(x) - 1}").feature.tolist() == list(top)
+    deep = load(write_saelens(tmp_path / "d", "topk", w, k=16,
+                              hook_name="blocks.30.hook_resid_post"))  # fmt: skip
+    with pytest.raises(InterpError, match="blocks.30.hook_resid_post, which model"):
+        interp.trace(smollm, prompt, features=[deep])

@@ -50,6 +50,8 @@ class Dictionary:
     rescale_acts_by_decoder_norm: bool = False
     path: str = ""
     meta: dict = field(default_factory=dict)
+    # Copies on other devices, made once: a hook moves the dictionary to every forward's device.
+    _copies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def d_in(self) -> int:
@@ -74,14 +76,17 @@ class Dictionary:
 
     def to(self, device: torch.device | str) -> Dictionary:
         """This dictionary with every tensor on `device` (itself when already there)."""
-        if self.W_enc.device == torch.device(device):
+        device = torch.device(device)
+        if self.W_enc.device == device:
             return self
-        moved = {
-            name: getattr(self, name).to(device)
-            for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
-            if getattr(self, name) is not None
-        }
-        return Dictionary(**{**self.__dict__, **moved})
+        if device not in self._copies:
+            moved = {
+                name: getattr(self, name).to(device)
+                for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
+                if getattr(self, name) is not None
+            }
+            self._copies[device] = Dictionary(**{**self.__dict__, **moved, "_copies": {}})
+        return self._copies[device]
 
     def _norm_in(self, x: torch.Tensor):
         """(normalised x, the function that undoes it on an output)."""

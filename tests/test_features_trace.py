@@ -180,3 +180,11 @@ def test_smollm2_dictionary_attaches_and_splices(smollm, tmp_path):
                               hook_name="blocks.30.hook_resid_post"))  # fmt: skip
     with pytest.raises(InterpError, match="blocks.30.hook_resid_post, which model"):
         interp.trace(smollm, prompt, features=[deep])
+
+
+def test_transcoder_reading_after_it_writes_is_one_line(llama, tmp_path):
+    backwards = load(write_saelens(tmp_path / "b", "transcoder", weights(),
+                                   hook_name="blocks.1.hook_resid_pre",
+                                   hook_name_out="blocks.0.hook_mlp_out"))  # fmt: skip
+    with pytest.raises(InterpError, match="reads blocks.1.hook_resid_pre, which this model runs"):
+        interp.trace(llama, _ids(4), features=[backwards])

@@ -71,8 +71,36 @@ def check(dictionary: Dictionary, model, hook_names) -> None:
             )
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(-2) if x.ndim == 4 else x  # hook_z: [B T H d_head] -> [B T H*d_head]
+def flat(x: torch.Tensor) -> torch.Tensor:
+    """A hooked activation as a dictionary reads it: hook_z's heads flattened, float32."""
+    return (x.flatten(-2) if x.ndim == 4 else x).float()
+
+
+def dictionary_hooks(d: Dictionary, at_output) -> list[tuple[str, object]]:
+    """The hooks that call `at_output(d, x, target)` once per forward, with the dictionary
+    (on the activation's device), its input x and the output hook's activation (both `flat`):
+    an SAE's one hook, or a transcoder's input hook (which keeps x) and output hook. What
+    `at_output` returns replaces the activation (None: unchanged)."""
+    pending: dict = {}
+
+    def read(x: torch.Tensor, hook) -> None:
+        pending["x"] = flat(x)
+
+    def write(target: torch.Tensor, hook) -> torch.Tensor | None:
+        out = flat(target)
+        if d.transcoder:
+            if "x" not in pending:
+                raise InterpError(
+                    f"dictionary {d.name} reads {d.hook_in}, which this model runs after "
+                    f"{d.hook_out}, where it writes"
+                )
+            x = pending.pop("x")
+        else:
+            x = out
+        result = at_output(d.to(out.device), x, out)
+        return None if result is None else result.reshape(target.shape).to(target.dtype)
+
+    return ([(d.hook_in, read)] if d.transcoder else []) + [(d.hook_out, write)]
 
 
 class Attachment:
@@ -90,32 +118,18 @@ class Attachment:
             raise InterpError(f"feature_top_k must be a positive integer or None, not {top_k!r}")
         self.splice, self.error_term, self.top_k = bool(splice), bool(error_term), top_k
         self.chunks: list[list[dict]] = [[] for _ in self.dicts]
-        self.hooks: list[tuple[str, object]] = []
-        for i, d in enumerate(self.dicts):
-            pending: dict = {}
-            if d.transcoder:
-                self.hooks.append((d.hook_in, self._reader(d, pending)))
-            self.hooks.append((d.hook_out, self._writer(i, d, pending)))
+        self.hooks = [pair for i, d in enumerate(self.dicts)
+                      for pair in dictionary_hooks(d, self._at_output(i))]  # fmt: skip
 
-    def _reader(self, d: Dictionary, pending: dict):
-        def hook(x: torch.Tensor, hook) -> None:
-            pending["x"] = _flat(x.detach()).float()
-
-        return hook
-
-    def _writer(self, i: int, d: Dictionary, pending: dict):
-        def hook(target: torch.Tensor, hook) -> torch.Tensor | None:
-            flat = _flat(target.detach()).float()
-            x = pending.pop("x") if d.transcoder else flat
-            dd = d.to(flat.device)
-            acts, recon = dd.forward(x)
-            self.chunks[i].append(self._summary(acts, flat - recon, flat))
+    def _at_output(self, i: int):
+        def keep(d: Dictionary, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+            acts, recon = d.forward(x)
+            self.chunks[i].append(self._summary(acts, target - recon, target))
             if not self.splice:
                 return None
-            out = flat if self.error_term else recon  # recon + (target - recon) = target
-            return out.reshape(target.shape).to(target.dtype)
+            return target if self.error_term else recon  # recon + (target - recon) = target
 
-        return hook
+        return keep
 
     def _summary(self, acts, error, target) -> dict:
         nonzero = (acts != 0).sum(-1)

@@ -17,13 +17,9 @@ import torch
 
 from interp.errors import InterpError
 from interp.features import metrics
-from interp.features.attach import dictionaries
+from interp.features.attach import dictionaries, dictionary_hooks, flat
 from interp.features.dictionary import Dictionary
 from interp.vocab import Hook
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(-2) if x.ndim == 4 else x  # hook_z: heads flattened, as the attach does
 
 
 def _checked(d: Dictionary, values: Mapping, what: str) -> dict[int, float]:
@@ -46,25 +42,17 @@ def edit_features(
     clamp_, add_ = _checked(d, clamp or {}, "clamp"), _checked(d, add or {}, "add")
     if not clamp_ and not add_:
         raise InterpError("edit_features: give clamp= or add= (feature -> value)")
-    pending: dict = {}
 
-    def read(x: torch.Tensor, hook) -> None:
-        pending["x"] = _flat(x.detach()).float()
-
-    def write(target: torch.Tensor, hook) -> torch.Tensor:
-        flat = _flat(target).float()
-        x = pending.pop("x") if d.transcoder else flat
-        dd = d.to(flat.device)
-        acts = dd.encode(x)
+    def edit(d: Dictionary, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        acts = d.encode(x)
         edited = acts.clone()
         for feature, value in clamp_.items():
             edited[..., feature] = value
         for feature, value in add_.items():
             edited[..., feature] += value
-        delta = dd.decode(edited, x) - dd.decode(acts, x)
-        return target + delta.reshape(target.shape).to(target.dtype)
+        return target + (d.decode(edited, x) - d.decode(acts, x))
 
-    return ([(d.hook_in, read)] if d.transcoder else []) + [(d.hook_out, write)]
+    return dictionary_hooks(d, edit)
 
 
 def ablate_features(dictionary, features: Sequence[int]) -> list[Hook]:
@@ -99,9 +87,9 @@ def dictionary_metrics(model, dictionary, prompts, *, batch_size: int = 8) -> di
         clean.append(interp.trace(model, batch, capture=hooks))
         spliced.append(interp.trace(model, batch, capture=[], features=[d], splice=True))
         zeroed.append(interp.trace(model, batch, capture=[], fwd_hooks=zero))
-    x = torch.cat([_flat(t.tensor(d.hook_in, p)) for t in clean for p in range(len(t.records))])
+    x = torch.cat([flat(t.tensor(d.hook_in, p)) for t in clean for p in range(len(t.records))])
     target = torch.cat(
-        [_flat(t.tensor(d.hook_out, p)) for t in clean for p in range(len(t.records))]
+        [flat(t.tensor(d.hook_out, p)) for t in clean for p in range(len(t.records))]
     )
     acts, recon = d.forward(x)
     out = metrics.reconstruction(target, recon, acts)

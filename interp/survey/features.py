@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.features.attach import dictionary_hooks
 from interp.features.dictionary import Dictionary
 from interp.survey.accumulators import Accumulators
 from interp.survey.batch import Batch
@@ -60,26 +61,18 @@ class FeatureStats:
             self.top.append(acc.merged(spec, lambda states, p=p: merge_top(states, p, TOP_N)))
 
     def hooks(self) -> list[tuple[str, object]]:
-        out = []
-        for i, d in enumerate(self.dicts):
-            pending: dict = {}
-            if d.transcoder:
-                out.append((d.hook_in, lambda x, hook, pending=pending: pending.update(x=x)))
-            out.append((d.hook_out, self._hook(i, d, pending)))
-        return out
+        return [pair for i, d in enumerate(self.dicts)
+                for pair in dictionary_hooks(d, self._at_output(i))]  # fmt: skip
 
     def start(self, batch: Batch) -> None:
         self.batch = batch
         self.tokens += batch.valid.sum()
 
-    def _hook(self, i: int, d: Dictionary, pending: dict):
-        def hook(target: torch.Tensor, hook) -> None:
-            x = pending.pop("x") if d.transcoder else target
-            x = x.detach().float()
-            x = x.flatten(-2) if x.ndim == 4 else x  # hook_z: heads flattened
-            self._add(i, d.to(x.device).encode(x) * self.batch.valid[..., None])
+    def _at_output(self, i: int):
+        def count(d: Dictionary, x: torch.Tensor, target: torch.Tensor) -> None:
+            self._add(i, d.encode(x) * self.batch.valid[..., None])
 
-        return hook
+        return count
 
     def _add(self, i: int, acts: torch.Tensor) -> None:
         batch, (B, T, F) = self.batch, acts.shape

@@ -50,6 +50,14 @@ def test_normalisation_and_no_b_dec_on_input(tmp_path, x):
         np.testing.assert_allclose(recon.numpy(), out, atol=1e-4)
 
 
+def test_jumprelu_saved_with_log_threshold(tmp_path, x):
+    w = weights()
+    saved = {n: t for n, t in w.items() if n != "threshold"}
+    saved["log_threshold"] = w["threshold"].log()
+    sae = load(write_saelens(tmp_path / "log", "jumprelu", saved))
+    np.testing.assert_allclose(sae.encode(x).numpy(), np_encode(x, w, "jumprelu"), atol=1e-5)
+
+
 def test_batchtopk_with_and_without_threshold(tmp_path, x):
     w = weights()
     w["threshold"] = torch.full((D_SAE,), 0.2)

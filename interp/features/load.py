@@ -108,10 +108,13 @@ def _build(name, where, arch, weights, hook_in, hook_out, cfg) -> Dictionary:
     if not hook_in:
         raise InterpError(f"{where} names no hook: give hook= (e.g. blocks.6.hook_resid_post)")
     needed = ["W_enc", "b_enc", "W_dec", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
-    missing = [n for n in needed if n not in weights]
+    missing = [n for n in needed if n not in weights and not (
+        n == "threshold" and "log_threshold" in weights)]  # fmt: skip
     if missing:
         raise InterpError(f"{where}: no {', '.join(missing)} among its weights")
     t = {n: w.float() for n, w in weights.items()}
+    if "threshold" not in t and "log_threshold" in t:  # SAELens's training-time JumpReLU
+        t["threshold"] = t["log_threshold"].exp()
     d_in, d_sae = t["W_enc"].shape if t["W_enc"].ndim == 2 else (None, None)
     d_out = t["W_dec"].shape[-1]
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_out),

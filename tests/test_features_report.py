@@ -149,3 +149,12 @@ def test_view_in_a_browser(made, trace, tmp_path):
         assert driver.title != "pwned" and page.errors() == []
     finally:
         driver.quit()
+
+
+def test_rebuilt_report_shows_the_same_features(trace, tmp_path):
+    from interp.report import build_report
+
+    first = build_report(trace, tmp_path / "a.html", progress=False, save=tmp_path / "kept")
+    again = build_report(interp.Trace.load(tmp_path / "kept"), tmp_path / "b.html", progress=False)
+    part = _section(first.read_text(), "features")
+    assert 'data-kind="features"' in part and part == _section(again.read_text(), "features")

@@ -37,7 +37,7 @@ SUMMARY = {
     "experts": "MoE routing: load balance, locality, domain specialisation",
     "survey": "expert, head and layer statistics over a corpus",
     "report": "HTML report comparing prompts",
-    "features": "a token's top features in sparse dictionaries (SAEs, transcoders)",
+    "features": "a token's top SAE / transcoder features",
 }
 
 

@@ -103,6 +103,16 @@ def dictionary_hooks(d: Dictionary, at_output) -> list[tuple[str, object]]:
     return ([(d.hook_in, read)] if d.transcoder else []) + [(d.hook_out, write)]
 
 
+def attach(model, hook_names, features, splice, error_term, top_k) -> Attachment | None:
+    """`interp.trace`'s features: an Attachment, or None when no dictionary is given."""
+    if not features:
+        if splice or error_term:
+            raise InterpError("splice and error_term need features= (dictionaries to splice in)")
+        return None
+    return Attachment(model, hook_names, features, splice=splice, error_term=error_term,
+                      top_k=top_k)  # fmt: skip
+
+
 class Attachment:
     """The feature hooks of one trace, and the per-forward results they collect."""
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from interp import validate
 from interp.errors import InterpError
+from interp.features.attach import attach
 from interp.models.devices import input_device
 from interp.prompts import encode
 from interp.trace import assemble, frames, hooks
@@ -58,6 +59,10 @@ def trace(
     (patterns, or streaming reductions past the budget), routing (MoE router logits), shapes.
     `query_positions`: "last" keeps full attention rows for the last prompt position and every
     generated one; "all" keeps every row (that is, full patterns).
+    `features`: sparse dictionaries (or their paths, interp.features) whose activations the
+    trace keeps, the top `feature_top_k` per token (None: all), in `trace.features` and
+    `trace.feature_error`; `splice` puts each reconstruction into the forward pass
+    (`error_term`: plus its error, which leaves the forward unchanged).
     """
     sampling = sampling or Sampling()
     if not isinstance(sampling, Sampling):
@@ -71,7 +76,7 @@ def trace(
     hook_names = dict.fromkeys(model.hook_dict)
     groups, raw = _parse_capture(hook_names, capture)
     user_hooks = _checked_hooks(hook_names, fwd_hooks)
-    attached = _attach(model, hook_names, features, splice, error_term, feature_top_k)
+    attached = attach(model, hook_names, features, splice, error_term, feature_top_k)
     if attached is not None:  # after the user's hooks: features of what the model used
         user_hooks += attached.hooks
     sequences = _sequences(model, prompts)
@@ -110,17 +115,6 @@ def trace(
             f"{attention_budget_mb:g}; read query_attention, attention_summary, or trace with "
             "query_positions='all'")}  # fmt: skip
     return Trace(records, meta, model=model)
-
-
-def _attach(model, hook_names, features, splice, error_term, top_k):
-    if not features:
-        if splice or error_term:
-            raise InterpError("splice and error_term need features= (dictionaries to splice in)")
-        return None
-    from interp.features.attach import Attachment
-
-    return Attachment(model, hook_names, features, splice=splice, error_term=error_term,
-                      top_k=top_k)  # fmt: skip
 
 
 def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:

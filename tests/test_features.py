@@ -119,6 +119,23 @@ def test_gemma_scope_npz(tmp_path, x):
     np.testing.assert_allclose(sae.encode(x).numpy(), expected, atol=1e-5)
 
 
+def test_shipped_names_resolve(tmp_path, monkeypatch, x):
+    import importlib
+
+    load_mod = importlib.import_module("interp.features.load")  # the module, not the function
+
+    monkeypatch.setattr(load_mod, "SHIPPED", tmp_path)
+    w = weights()
+    write_saelens(tmp_path / "res-demo", "standard", w)
+    assert load_mod.shipped() == ["res-demo"]
+    np.testing.assert_allclose(load("res-demo").encode(x).numpy(), np_encode(x, w, "standard"),
+                               atol=1e-5)  # fmt: skip
+    with pytest.raises(
+        InterpError, match=r"no dictionary at nope \(shipped dictionaries: res-demo"
+    ):
+        load("nope")
+
+
 def test_bad_files_get_one_line(tmp_path):
     w = weights()
     with pytest.raises(InterpError, match="no dictionary at"):

@@ -24,16 +24,21 @@ from interp.errors import InterpError
 from interp.features.dictionary import ARCHITECTURES, NORMALISATIONS, Dictionary
 
 CFG, WEIGHTS, NPZ = "cfg.json", "sae_weights.safetensors", "params.npz"
+SHIPPED = Path(__file__).parent / "weights"  # dictionaries trained by experiments/, by name
 TRANSCODERS = {"transcoder": "standard", "skip_transcoder": "standard",
                "jumprelu_transcoder": "jumprelu"}  # fmt: skip
 
 
 def load(path: str | Path, *, hook: str | None = None, hook_out: str | None = None) -> Dictionary:
-    """The dictionary saved at `path` (a SAELens directory, a params.npz, or a directory
-    holding one). `hook` / `hook_out` name (or override) where it reads and writes."""
+    """The dictionary saved at `path` (a SAELens directory, a params.npz, a directory holding
+    one, or the name of one shipped in interp/features/weights). `hook` / `hook_out` name (or
+    override) where it reads and writes."""
     path = Path(path)
+    if not path.exists() and (SHIPPED / path).is_dir() and len(path.parts) == 1:
+        path = SHIPPED / path
     if not path.exists():
-        raise InterpError(f"no dictionary at {path}")
+        names = ", ".join(shipped()) or "none"
+        raise InterpError(f"no dictionary at {path} (shipped dictionaries: {names})")
     if path.is_dir() and (path / WEIGHTS).is_file():
         return _saelens(path, hook, hook_out)
     npz = path / NPZ if path.is_dir() else path
@@ -42,6 +47,13 @@ def load(path: str | Path, *, hook: str | None = None, hook_out: str | None = No
     raise InterpError(
         f"{path} holds no dictionary: expected {CFG} + {WEIGHTS} (SAELens) or {NPZ} (Gemma Scope)"
     )
+
+
+def shipped() -> list[str]:
+    """The names of the dictionaries shipped with interp."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / WEIGHTS).is_file())
 
 
 def _read_cfg(path: Path) -> dict:

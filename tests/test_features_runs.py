@@ -119,7 +119,7 @@ def test_cross_entropies_match_transformers(llama, llama_path, sae):
     prompts = _ids(9, 5)
     got = dictionary_metrics(llama, dictionary, prompts, batch_size=1)
 
-    def loss(replace=None):
+    def loss(replace=None, prompts=prompts):
         nll, n = 0.0, 0
         for ids in prompts:
             handle = None
@@ -141,6 +141,9 @@ def test_cross_entropies_match_transformers(llama, llama_path, sae):
         recon = a @ w["W_dec"].double().numpy() + w["b_dec"].double().numpy()
         return torch.from_numpy(recon)[None].float()
 
+    def loss_of(ids):
+        return loss(prompts=ids)
+
     expected = {"ce_clean": loss(), "ce_spliced": loss(splice), "ce_zero": loss(torch.zeros_like)}
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-4), key
@@ -149,3 +152,5 @@ def test_cross_entropies_match_transformers(llama, llama_path, sae):
     )
     assert got["loss_recovered"] == pytest.approx(recovered, rel=1e-3)
     assert got["tokens"] == 14 and 0 < got["l0"] <= 64
+    same = dictionary_metrics(llama, dictionary, torch.stack([prompts[0], prompts[0]]))
+    assert same["ce_clean"] == pytest.approx(loss_of([prompts[0]]), rel=1e-4)

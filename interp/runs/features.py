@@ -78,7 +78,11 @@ def dictionary_metrics(model, dictionary, prompts, *, batch_size: int = 8) -> di
     import interp
 
     (d,) = dictionaries(dictionary)
-    prompts = [prompts] if isinstance(prompts, str | torch.Tensor) else list(prompts)
+    if isinstance(prompts, torch.Tensor):  # token ids: one sequence, or a [batch, pos] tensor
+        prompts = list(prompts) if prompts.ndim == 2 else [prompts]
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise InterpError("dictionary_metrics: no prompts given")
     batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     hooks = sorted({d.hook_in, d.hook_out})
     zero = [(d.hook_out, lambda t, hook: torch.zeros_like(t))]

@@ -94,16 +94,19 @@ def test_splice_feeds_the_reconstruction_downstream(llama, sae):
 
 def test_generation_captures_each_new_token(llama, sae):
     dictionary, w = sae
-    trace = interp.trace(llama, _ids(5), max_new_tokens=3, capture=[HOOK], features=[dictionary],
-                         feature_top_k=None)  # fmt: skip
-    x = trace.tensor(HOOK).numpy()
-    assert len(x) == 8
-    acts = np_encode(x, w, "standard")
-    frame = trace.features
-    assert sorted(set(frame.pos)) == list(range(8))
-    for pos in range(8):
-        rows = frame[frame.pos == pos]
-        assert set(rows.feature) == set(np.nonzero(acts[pos] > 1e-6)[0])
+    trace = interp.trace(llama, _ids(5, 3), max_new_tokens=3, capture=[HOOK],
+                         features=[dictionary], feature_top_k=None)  # fmt: skip
+    for p, n in enumerate((8, 6)):  # each prompt's own positions, prompt then generated
+        x = trace.tensor(HOOK, p).numpy()
+        assert len(x) == n
+        acts = np_encode(x, w, "standard")
+        frame = trace.features[trace.features.prompt == p]
+        assert sorted(set(frame.pos)) == list(range(n))
+        for pos in range(n):
+            rows = frame[frame.pos == pos]
+            assert set(rows.feature) == set(np.nonzero(acts[pos] > 1e-6)[0])
+            np.testing.assert_allclose(sorted(rows.activation), sorted(acts[pos][acts[pos] > 1e-6]),
+                                       rtol=1e-4, atol=1e-6)  # fmt: skip
 
 
 def test_mismatched_dictionaries_get_one_line(llama, tmp_path):

@@ -23,6 +23,7 @@ _LAZY = {
     "prompts": ("interp.prompts", None),
     "patching": ("interp.runs.patching", "patching"),
     "survey": ("interp.survey", "survey"),
+    "features": ("interp.features", None),
 }
 
 
@@ -47,4 +48,5 @@ class _Package(types.ModuleType):
 
 sys.modules[__name__].__class__ = _Package
 
-__all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "patching", "InterpError"]
+__all__ = ["load", "trace", "Trace", "survey", "Sampling", "prompts", "patching", "features",
+           "InterpError"]  # fmt: skip

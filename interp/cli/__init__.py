@@ -25,6 +25,7 @@ COMMANDS = [
     "experts",
     "survey",
     "report",
+    "features",
 ]
 SUMMARY = {
     "models": "list the embedded models",
@@ -36,6 +37,7 @@ SUMMARY = {
     "experts": "MoE routing: load balance, locality, domain specialisation",
     "survey": "expert, head and layer statistics over a corpus",
     "report": "HTML report comparing prompts",
+    "features": "a token's top SAE / transcoder features",
 }
 
 

@@ -38,6 +38,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="saved", metavar="DIR",
                         help="rebuild the report from a trace kept with --save")  # fmt: skip
     parser.add_argument("--survey", metavar="DIR", help="render a saved `interp survey` instead")
+    parser.add_argument("--features", nargs="+", default=[], metavar="DIR",
+                        help="sparse dictionaries (SAELens directories) to read each token "
+                        "with: adds the features section")  # fmt: skip
+    parser.add_argument("--feature-survey", metavar="DIR",
+                        help="a survey run with the same --features: top contexts and "
+                        "densities in the feature view")  # fmt: skip
     return parser
 
 
@@ -65,11 +71,15 @@ def run(args: argparse.Namespace) -> int:
         trace = interp.Trace.load(args.saved)
         print(build_report(trace, args.output, progress=not args.no_progress))
         return 0
+    dictionaries = _dictionaries(args)
     model = load_text_model(args)
     texts = [interp.prompts.format_prompt(model.tokenizer, p, chat=args.chat) for p in args.prompts]
     sampling = interp.Sampling(temperature=args.temperature, seed=args.seed)
-    trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling)
+    trace = interp.trace(model, texts, max_new_tokens=args.generate, sampling=sampling,
+                         features=dictionaries)  # fmt: skip
     trace.meta["command"] = command_line(args)
+    if args.feature_survey:
+        trace.meta["feature_survey"] = args.feature_survey
     if args.patch is not None:
         trace.meta["patch"] = {"answer": args.patch[0], "wrong": (args.patch[1:] or [None])[0]}
     path = build_report(
@@ -77,6 +87,23 @@ def run(args: argparse.Namespace) -> int:
     )
     print(path)
     return 0
+
+
+def _dictionaries(args: argparse.Namespace) -> list:
+    """The --features dictionaries and --feature-survey, read before the model loads."""
+    if args.feature_survey and not args.features:
+        raise InterpError("--feature-survey needs --features (the dictionaries it counted)")
+    if not args.features:
+        return []
+    from interp.features import load
+
+    dictionaries = [load(path) for path in args.features]
+    if args.feature_survey:
+        from interp.survey.output import Survey
+
+        if "feature_contexts" not in Survey.load(args.feature_survey).tables:
+            raise InterpError(f"{args.feature_survey} is a survey without features")
+    return dictionaries
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -87,4 +114,8 @@ def command_line(args: argparse.Namespace) -> str:
     words += ["--generate", str(args.generate), "--seed", str(args.seed)]
     words += ["--temperature", str(args.temperature)] + (["--chat"] if args.chat else [])
     words += ["--patch", *args.patch] if getattr(args, "patch", None) else []
+    words += ["--features", *args.features] if getattr(args, "features", None) else []
+    words += (
+        ["--feature-survey", args.feature_survey] if getattr(args, "feature_survey", None) else []
+    )
     return shlex.join([*words, "-o", args.output])

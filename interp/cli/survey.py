@@ -36,6 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="batches between checkpoints (default 50)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the split halves (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--features", nargs="+", default=[], metavar="DIR",
+                        help="dictionaries (SAELens directories): also count each feature's "
+                        "frequency and top contexts")  # fmt: skip
     return parser
 
 
@@ -51,12 +54,14 @@ def run(args: argparse.Namespace) -> int:
     result = interp.survey(
         model, args.data, stats=stats, seq_len=args.seq_len, batch_size=args.batch_size,
         tokens=args.tokens, out=out, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        progress=not args.no_progress, command=command_line(args, out),
+        progress=not args.no_progress, command=command_line(args, out), features=args.features,
     )  # fmt: skip
     if not is_main():
         return 0
     if "expert_layers" in result.tables:
         print_frame(result.expert_layers[["layer", "tokens", "balance", "max_vio", "dead"]])
+    if "feature_summary" in result.tables:
+        print_frame(result.feature_summary)
     print(out)
     return 0
 
@@ -69,4 +74,5 @@ def command_line(args: argparse.Namespace, out: str) -> str:
     words += ["--tokens", str(args.tokens)] if args.tokens is not None else []
     words += ["--stats", args.stats] if args.stats is not None else []
     words += ["--out", out, "--checkpoint-every", str(args.checkpoint_every)]
+    words += ["--features", *args.features] if args.features else []
     return shlex.join([*words, "--seed", str(args.seed)])

@@ -14,6 +14,7 @@ from interp.plots import compare as figures
 from interp.report.attention import attention_section
 from interp.report.coverage import coverage_section
 from interp.report.experts import experts_section
+from interp.report.features import features_section
 from interp.report.inputs import ReportInputs
 from interp.report.parts import Pane, Section, Token, fmt, image, table
 from interp.report.patching import contributions_section, patching_section
@@ -195,5 +196,6 @@ SECTIONS: list[Callable[[ReportInputs], Section]] = [
     contributions_section,
     patching_section,
     experts_section,
+    features_section,
     shapes_section,
 ]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from interp.files import write_atomic
 from interp.plots import experts as expert_plots
+from interp.report.features import survey_features_section
 from interp.report.html import render_page
 from interp.report.parts import RC, Section, image, table
 from interp.survey.heads import SCORES
@@ -23,6 +24,8 @@ def build_survey_report(directory: str | Path, path: str | Path) -> Path:
     survey = Survey.load(directory)
     with matplotlib.rc_context(RC):
         sections = [experts_section(survey), heads_section(survey), layers_section(survey)]
+        if "feature_summary" in survey.tables:
+            sections.append(survey_features_section(survey))
     meta = survey.meta
     corpus = (
         f"{meta['tokens']:,} tokens in {meta['windows']:,} windows of at most {meta['seq_len']} "

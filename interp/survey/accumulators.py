@@ -9,6 +9,8 @@ Counts are int64 (exact in any order); sums are float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -16,6 +18,9 @@ class Accumulators:
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.tensors: dict[str, torch.Tensor] = {}
+        # Groups of tensors whose merge is not addition (a bounded top-N): names -> the
+        # function that merges a list of such states (one per rank) into one.
+        self.merged_by: list[tuple[list[str], Callable[[list[dict]], dict]]] = []
 
     def counts(self, name: str, *shape: int) -> torch.Tensor:
         return self._new(name, shape, torch.int64)
@@ -23,11 +28,19 @@ class Accumulators:
     def sums(self, name: str, *shape: int) -> torch.Tensor:
         return self._new(name, shape, torch.float64)
 
-    def _new(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    def _new(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, fill=0) -> torch.Tensor:
         if name in self.tensors:
             raise ValueError(f"accumulator {name!r} declared twice")
-        self.tensors[name] = torch.zeros(shape, dtype=dtype, device=self.device)
+        self.tensors[name] = torch.full(shape, fill, dtype=dtype, device=self.device)
         return self.tensors[name]
+
+    def merged(self, spec: dict[str, tuple[tuple[int, ...], torch.dtype, float]],
+               merge: Callable[[list[dict]], dict]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Tensors (name -> (shape, dtype, fill)) that ranks merge with `merge`, not a sum."""
+        made = {name: self._new(name, shape, dtype, fill) for name, (shape, dtype, fill)
+                in spec.items()}  # fmt: skip
+        self.merged_by.append((list(spec), merge))
+        return made
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: t.cpu() for name, t in self.tensors.items()}

@@ -18,6 +18,7 @@ from interp.survey.accumulators import Accumulators
 from interp.survey.batch import collate
 from interp.survey.checkpoint import Checkpoint
 from interp.survey.experts import ExpertStats
+from interp.survey.features import FeatureStats
 from interp.survey.heads import HeadStats
 from interp.survey.layers import LENS_EVERY, LayerStats
 from interp.survey.output import Survey, check_writable
@@ -39,6 +40,7 @@ def survey(
     seed: int = 0,
     progress: bool = False,
     command: str | None = None,
+    features=(),
 ) -> Survey:
     """Statistics of `model` over a whole corpus, in constant memory.
 
@@ -46,7 +48,8 @@ def survey(
     the zoo models were trained on. `stats`: any of experts / heads / layers (default: all the
     model can give). With `out`, the survey is saved there, checkpointed every
     `checkpoint_every` batches, and the same call after a crash resumes. Under torchrun, ranks
-    split the batches and rank 0 writes.
+    split the batches and rank 0 writes. `features`: dictionaries (or their paths) whose
+    feature frequencies and top contexts are counted too (`interp.survey.features`).
     """
     hook_names = dict.fromkeys(model.hook_dict)
     facts = {
@@ -64,10 +67,14 @@ def survey(
     ranks = distributed.setup(model)
     acc = Accumulators(ranks.device)
     parts = [STATS[name](model, acc, corpus.domains, facts) for name in stats]
+    dictionaries = _dictionaries(model, hook_names, features)
+    if dictionaries:
+        parts.append(FeatureStats(acc, dictionaries, seq_len))
     hooks = [(name, fn) for part in parts for name, fn in part.hooks() if name in hook_names]
     module_hooks = [pair for part in parts for pair in getattr(part, "module_hooks", list)()]
     settings = {"model": facts["model"], "data": corpus.name, "stats": stats, "seq_len": seq_len,
-                "batch_size": batch_size, "tokens": tokens, "seed": seed}  # fmt: skip
+                "batch_size": batch_size, "tokens": tokens, "seed": seed,
+                "features": [d.path for d in dictionaries]}  # fmt: skip
     checkpoint = None
     start = 0
     if out is not None:
@@ -108,6 +115,17 @@ def survey(
         checkpoint.clear()
     distributed.barrier(ranks)
     return result
+
+
+def _dictionaries(model, hook_names, features) -> list:
+    if not features:
+        return []
+    from interp.features.attach import check, dictionaries
+
+    found = dictionaries(features)
+    for d in found:
+        check(d, model, hook_names)
+    return found
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError
+from interp.features.frames import feature_error_frame, features_frame
 from interp.text import token_texts
 from interp.trace.routers import softmax_topk
 from interp.vocab import long_frame
@@ -258,4 +259,6 @@ BUILDERS = {
     "sampling": lambda trace: _records_frame(trace, "sampling"),
     "kv_cache": lambda trace: _records_frame(trace, "kv_cache"),
     "shapes": shapes_frame,
+    "features": features_frame,
+    "feature_error": feature_error_frame,
 }

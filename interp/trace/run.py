@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from interp import validate
 from interp.errors import InterpError
+from interp.features.attach import attach
 from interp.models.devices import input_device
 from interp.prompts import encode
 from interp.trace import assemble, frames, hooks
@@ -47,6 +48,10 @@ def trace(
     fwd_hooks: Sequence[Hook] = (),
     attention_budget_mb: float = 256,
     query_positions: str = "last",
+    features=(),
+    splice: bool = False,
+    error_term: bool = False,
+    feature_top_k: int | None = 10,
 ) -> Trace:
     """Run `model` on `prompts` and capture `capture` (groups or TL hook names).
 
@@ -54,6 +59,10 @@ def trace(
     (patterns, or streaming reductions past the budget), routing (MoE router logits), shapes.
     `query_positions`: "last" keeps full attention rows for the last prompt position and every
     generated one; "all" keeps every row (that is, full patterns).
+    `features`: sparse dictionaries (or their paths, interp.features) whose activations the
+    trace keeps, the top `feature_top_k` per token (None: all), in `trace.features` and
+    `trace.feature_error`; `splice` puts each reconstruction into the forward pass
+    (`error_term`: plus its error, which leaves the forward unchanged).
     """
     sampling = sampling or Sampling()
     if not isinstance(sampling, Sampling):
@@ -67,6 +76,9 @@ def trace(
     hook_names = dict.fromkeys(model.hook_dict)
     groups, raw = _parse_capture(hook_names, capture)
     user_hooks = _checked_hooks(hook_names, fwd_hooks)
+    attached = attach(model, hook_names, features, splice, error_term, feature_top_k)
+    if attached is not None:  # after the user's hooks: features of what the model used
+        user_hooks += attached.hooks
     sequences = _sequences(model, prompts)
     facts = ModelFacts.of(model)
     longest = max(len(s) for s in sequences) + max_new_tokens
@@ -83,6 +95,8 @@ def trace(
             records = run.forward_batch(sequences)
         else:
             records = [run.generate(ids, max_new_tokens, sampling) for ids in sequences]
+    if attached is not None:
+        attached.fill(records, max_new_tokens)
     meta = {
         "model": getattr(model, "interp_name", model.cfg.model_name),
         "cfg": facts.as_dict(),
@@ -93,6 +107,7 @@ def trace(
         "device": str(run.device),
         "shapes": run.shapes,
         "command": None,  # set by the CLI, which has one
+        "features": attached.meta() if attached is not None else [],
     }
     if "attention" in groups and not keep_full:
         meta["empty_frames"] = {"attention": (

@@ -1,4 +1,5 @@
-"""Interactive views that work offline: attention, the logit lens, routing, the journey.
+"""Interactive views that work offline: attention, the logit lens, routing, the journey,
+sparse-dictionary features.
 
 `show(trace, "attention", prompt=[0, 1])` (or `trace.show(...)`) gives a `View`: a notebook
 draws it through `_repr_html_` (a sandboxed iframe holding the whole page, so it needs nothing
@@ -54,7 +55,7 @@ class View:
 
 
 def show(trace, kind: str = "attention", prompt: int | Sequence[int] = 0, **options) -> View:
-    """A view of `kind` (attention, lens, routing, journey) for one prompt, or for several
+    """A view of `kind` (attention, lens, routing, journey, features) for one prompt, or several
     side by side (`prompt=[0, 1]`)."""
     prompts = [prompt] if isinstance(prompt, int) else list(prompt)
     if not prompts:

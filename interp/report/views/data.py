@@ -13,6 +13,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.report.views.encode import LEVELS, pack, quantise
+from interp.report.views.feature_data import features
 from interp.text import show_text, show_token
 
 # Keys kept per attention row: the heaviest, up to this many. A 2,048-token page stays tens of
@@ -167,4 +168,5 @@ def _record(trace, prompt: int):
     return trace.records[prompt]
 
 
-BUILDERS = {"attention": attention, "lens": lens, "routing": routing, "journey": journey}
+BUILDERS = {"attention": attention, "lens": lens, "routing": routing, "journey": journey,
+            "features": features}  # fmt: skip

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from interp.report.views.encode import script_json
 
-SCRIPTS = ["common.js", "attention.js", "lens.js", "routing.js", "journey.js"]
+SCRIPTS = ["common.js", "attention.js", "lens.js", "routing.js", "journey.js", "features.js"]
 
 
 def _read(name: str) -> str:

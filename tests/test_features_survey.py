@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import HANG_S
 from feature_files import np_encode, weights, write_saelens
 
 import interp
@@ -132,7 +133,7 @@ def test_torchrun_two_ranks_equals_one_process(sae, tmp_path):
     two_ranks = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2"]
     for out, launcher in ((tmp_path / "one", one_process), (tmp_path / "two", two_ranks)):
         done = subprocess.run(command(out, *launcher), capture_output=True, text=True,
-                              timeout=600, env=env)  # fmt: skip
+                              timeout=HANG_S, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = Survey.load(tmp_path / "one"), Survey.load(tmp_path / "two")
     assert two.meta["world_size"] == 2

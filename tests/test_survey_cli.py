@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import HANG_S
 
 from interp.cli import main
 from interp.corpus import documents
 from interp.survey.data import Corpus
 from interp.survey.output import Survey
 
-TORCHRUN = Path("/work/main/.venv/bin/torchrun")
+TORCHRUN = Path(sys.executable).parent / "torchrun"  # the torchrun of this venv
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_kill_and_resume_gives_identical_counts(corpus_file, uninterrupted, tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists() and list(checkpoints.glob("*.pt"))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     assert not checkpoints.exists()  # cleared once the survey is written
@@ -126,7 +127,7 @@ def test_torchrun_two_ranks_equals_one_process(corpus_file, uninterrupted, tmp_p
     command = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "interp.cli",
                *_command(corpus_file, out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_S, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     merged = Survey.load(out)
     assert merged.meta["world_size"] == 2

@@ -48,7 +48,8 @@ def browser():
 class Page:
     """One loaded page: its views' states, and what it logged."""
 
-    def __init__(self, driver, path: Path, timeout: float = 60, views: bool = True):
+    # A limit that only stops a hang (a busy machine slows page loads many times over).
+    def __init__(self, driver, path: Path, timeout: float = 600, views: bool = True):
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver, self.url = driver, path.resolve().as_uri()

@@ -13,7 +13,6 @@ same on every rank and every run, so windows can be split by rank and a run resu
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from interp import validate
 from interp.errors import InterpError
 
 DEFAULT_DATA = "held-out"  # the name meta.json records for the shipped corpus
@@ -81,7 +81,7 @@ def _read(path: Path) -> Iterator[tuple[str, str]]:
         yield from _read_parquet(path)
     else:
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = validate.utf8(path.read_bytes(), path)
         except OSError as exc:
             raise InterpError(f"cannot read {path}: {exc.strerror}") from None
         if text.strip():
@@ -98,14 +98,14 @@ def _record(row: dict, where: str) -> tuple[str, str]:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, str]]:
     try:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        with path.open("rb") as f:
+            offset = 0
+            for number, raw in enumerate(f, 1):
+                line = validate.utf8(raw, f"{path}:{number}", offset)
+                offset += len(raw)
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise InterpError(f"{path}:{number} is not JSON") from None
+                row = validate.json_text(line, f"{path}:{number}")
                 domain, text = _record(row, f"{path}:{number}")
                 if text.strip():
                     yield domain, text
@@ -141,7 +141,11 @@ def _read_datasets(path: Path) -> Iterator[tuple[str, str]]:
         raise InterpError(
             f"reading {path} needs the `datasets` package (pip install datasets)"
         ) from None
-    data = datasets.load_from_disk(str(path))
+    try:
+        data = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # FileNotFoundError among them
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InterpError(f"{path} is not a datasets save_to_disk directory: {reason}") from None
     parts = data.values() if isinstance(data, datasets.DatasetDict) else [data]
     for part in parts:
         if "text" not in part.column_names:

@@ -70,6 +70,14 @@ def bridge_hf_model(model, name: str, tokenizer=None):
         device=find_embedding_device(model),  # None on one device: read from the weights
     )
     bridge.cfg.n_devices = count_unique_devices(model)
+    if tokenizer is not None:
+        # TL swaps in a copy of the tokenizer that always adds BOS (its setter would again):
+        # interp encodes text as the checkpoint's own tokenizer does (interp.prompts), and
+        # tells TL's to_tokens whether that tokenizer adds BOS itself.
+        from interp.prompts import default_bos
+
+        bridge._tokenizer = tokenizer
+        bridge.cfg.tokenizer_prepends_bos = default_bos(tokenizer) is not None
     bridge.eval()
     return bridge
 

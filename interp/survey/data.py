@@ -22,6 +22,7 @@ import torch
 
 from interp import validate
 from interp.errors import InterpError
+from interp.prompts import plain_ids
 
 DEFAULT_DATA = "held-out"  # the name meta.json records for the shipped corpus
 
@@ -165,7 +166,7 @@ def windows(corpus: Corpus, tokenizer, seq_len: int, bos: int | None, tokens: in
         # Cut every seq_len tokens from the document's start, piece by piece as it is read.
         ids = [bos] if bos is not None else []
         for piece in _pieces(text, split):
-            ids += _encode(tokenizer, piece)
+            ids += plain_ids(tokenizer, piece)
             while len(ids) >= seq_len:
                 yield ids[:seq_len]
                 ids = ids[seq_len:]
@@ -190,16 +191,12 @@ _BOUNDARY = re.compile(r"\s(?=\S)")  # cut before the last blank of a run: a pre
 _PROBE = "x = 1\nif y:\n    z(2)  # don't\n\n\ndef f():\n\treturn 3.5\nword after word\n"
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def _splits_cleanly(tokenizer) -> bool:
     """Whether cutting text at `_BOUNDARY` leaves its tokens unchanged (true of byte-level
     BPE; a SentencePiece tokenizer that adds a prefix space to every call is not)."""
     cuts = [m.start() for m in _BOUNDARY.finditer(_PROBE)]
     parts = [_PROBE[a:b] for a, b in zip([0, *cuts], [*cuts, len(_PROBE)])]
-    return [i for part in parts for i in _encode(tokenizer, part)] == _encode(tokenizer, _PROBE)
+    return [i for part in parts for i in plain_ids(tokenizer, part)] == plain_ids(tokenizer, _PROBE)
 
 
 def _pieces(text: str, split: bool) -> Iterator[str]:
@@ -215,7 +212,9 @@ def _pieces(text: str, split: bool) -> Iterator[str]:
 
 
 def bos_token(model) -> int | None:
-    """The BOS id when the model prepends one (TL's `default_prepend_bos`), else None."""
+    """The BOS id when the model prepends one (TL's `default_prepend_bos`), else None. A
+    document starts a sequence as in training (interp.corpus puts BOS before each), whatever
+    the tokenizer adds to a prompt (interp.prompts)."""
     bos = getattr(model.tokenizer, "bos_token_id", None)
     return bos if getattr(model.cfg, "default_prepend_bos", True) and bos is not None else None
 

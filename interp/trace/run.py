@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from interp import validate
 from interp.errors import InterpError
 from interp.models.devices import input_device
-from interp.prompts import encode
+from interp.prompts import encode_text
 from interp.trace import assemble, frames, hooks
 from interp.trace.facts import ModelFacts
 from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
@@ -47,6 +47,7 @@ def trace(
     fwd_hooks: Sequence[Hook] = (),
     attention_budget_mb: float = 256,
     query_positions: str = "last",
+    prepend_bos: bool | None = None,
 ) -> Trace:
     """Run `model` on `prompts` and capture `capture` (groups or TL hook names).
 
@@ -54,6 +55,9 @@ def trace(
     (patterns, or streaming reductions past the budget), routing (MoE router logits), shapes.
     `query_positions`: "last" keeps full attention rows for the last prompt position and every
     generated one; "all" keeps every row (that is, full patterns).
+    `prepend_bos`: text is encoded as the model's tokenizer does by default (BOS where it adds
+    one); True / False forces BOS first / none (interp.prompts.encode_text). Token ids are
+    used as given. `meta["bos_added"]` says, per prompt, whether a BOS was put first.
     """
     sampling = sampling or Sampling()
     if not isinstance(sampling, Sampling):
@@ -67,7 +71,7 @@ def trace(
     hook_names = dict.fromkeys(model.hook_dict)
     groups, raw = _parse_capture(hook_names, capture)
     user_hooks = _checked_hooks(hook_names, fwd_hooks)
-    sequences = _sequences(model, prompts)
+    sequences, bos_added = _sequences(model, prompts, prepend_bos)
     facts = ModelFacts.of(model)
     longest = max(len(s) for s in sequences) + max_new_tokens
     validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
@@ -93,6 +97,7 @@ def trace(
         "device": str(run.device),
         "shapes": run.shapes,
         "command": None,  # set by the CLI, which has one
+        "bos_added": bos_added,
     }
     if "attention" in groups and not keep_full:
         meta["empty_frames"] = {"attention": (
@@ -150,7 +155,7 @@ def _guarded(name: str, fn):
     return hook
 
 
-def _sequences(model, prompts) -> list[torch.Tensor]:
+def _sequences(model, prompts, prepend_bos=None) -> tuple[list[torch.Tensor], list[bool]]:
     if isinstance(prompts, torch.Tensor):
         if prompts.ndim not in (1, 2):
             raise InterpError(f"token ids must be 1-D or a 2-D batch, not {prompts.ndim}-D")
@@ -165,10 +170,11 @@ def _sequences(model, prompts) -> list[torch.Tensor]:
     if not items:
         raise InterpError("no prompts given")
     if all(isinstance(item, torch.Tensor) for item in items):
-        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items]
+        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items], [False] * len(items)
     if not all(isinstance(item, str) for item in items):
         raise InterpError("prompts must be all text or all token-id tensors, not a mix")
-    return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
+    encoded = [encode_text(model.tokenizer, text, model.cfg.n_ctx, prepend_bos) for text in items]
+    return [ids for ids, _ in encoded], [added for _, added in encoded]
 
 
 class _Runner:

@@ -14,7 +14,8 @@ from interp.errors import InterpError
 META_KEYS = {"model": str, "cfg": dict, "capture": [str], "max_new_tokens": int, "sampling": dict}
 META_OPTIONAL = {
     "texts": [[str]], "empty_frames": dict, "report_notes": dict, "patch": dict,
-    "command": (str, type(None)), "shapes": list, "device": str, "full_attention": bool,
+    "command": (str, type(None)), "bos_added": [bool], "shapes": list, "device": str,
+    "full_attention": bool,
 }  # fmt: skip
 SAMPLING = {"temperature": float, "top_k": int, "top_p": float, "seed": int}
 # ModelFacts as JSON (interp.trace.facts); sizes bounded so no report allocates by them.

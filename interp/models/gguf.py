@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp import validate
 from interp.errors import InterpError
+from interp.validate import config_fields
 
 # GGUF tensor name (after "blk.{l}.") -> HF Llama parameter name.
 _BLOCK_NAMES = {
@@ -49,16 +51,22 @@ def _field(reader, key: str, default=None):
 
 
 def architecture(path: Path) -> str:
-    """The file's `general.architecture`, after checking that some reader here reads it."""
+    """The file's `general.architecture`, after checking that some reader here reads it and
+    that its tensors, dequantised to float32, fit in the memory free (before any is read)."""
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    arch = _field(_reader(path), "general.architecture")
+    reader = _reader(path)
+    arch = _field(reader, "general.architecture")
     if arch != "llama" and arch not in GGUF_SUPPORTED_ARCHITECTURES:
         raise InterpError(
             f"GGUF architecture {arch!r} is not supported: neither interp's converter (llama) "
             f"nor transformers' GGUF support ({', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}) "
             "reads it"
         )
+    params = sum(int(t.n_elements) for t in reader.tensors)
+    free = validate.available_memory(torch.device("cpu"))
+    validate.fits_in_memory(params * 4, free, f"{path.name} ({params:,} parameters in float32)",
+                            "the CPU")  # fmt: skip
     return str(arch)
 
 
@@ -222,7 +230,10 @@ def tokenizer_config(reader) -> dict:
 def convert(path: Path) -> tuple[dict, dict[str, torch.Tensor], str, dict]:
     """(hf config, state dict, tokenizer.json text, tokenizer config) for a GGUF file."""
     reader = _reader(path)
-    config = llama_config(reader)
+    try:
+        config = config_fields(llama_config(reader), path)
+    except (TypeError, ValueError, IndexError) as exc:  # a field missing (None) or malformed
+        raise InterpError(f"{path}: a llama GGUF field is missing or malformed ({exc})") from None
     return (
         config,
         llama_state_dict(reader, config),

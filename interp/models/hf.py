@@ -116,26 +116,30 @@ def _check_weights_are_safetensors(path: Path) -> None:
 
 
 def _check_against_config(path: Path, place: Placement) -> None:
-    """Before any allocation: the layers the config asks for are the layers the weights hold
-    (transformers would fill missing ones with random numbers, or drop extra ones, with only
-    a warning), and the weights' size from the config (parameters counted on the meta device,
-    at the dtype they load in) fits in the memory free where they go."""
+    """Before any allocation: the layers the config asks for are among the layers the weights
+    hold (transformers would fill missing ones with random numbers, with only a warning), and
+    the weights' size from the config (parameters counted on the meta device, at the dtype
+    they load in) fits in the memory free where they go."""
     from safetensors import safe_open
 
     model = _empty_model(path)
     wanted = getattr(model.config.get_text_config(), "num_hidden_layers", None)
-    held = set()
+    held: dict[str, set[int]] = {}  # per stack ("model.", "model.vision_tower...") its layers
     for file in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(file, "pt") as weights:
-                held |= {int(m[1]) for k in weights.keys() if (m := _LAYER.search(k))}
+                for key in weights.keys():
+                    if m := _LAYER.search(key):
+                        held.setdefault(key[: m.start()], set()).add(int(m[1]))
         except (SafetensorError, OSError) as exc:
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             raise InterpError(f"cannot load the checkpoint in {path}: {file.name} is not a "
                               f"whole safetensors file ({reason})") from None  # fmt: skip
-    if held and isinstance(wanted, int) and held != set(range(wanted)):
+    # Extra layers may be meant (DeepSeek-V3's multi-token-prediction layer): missing ones not.
+    if held and isinstance(wanted, int) and not any(set(range(wanted)) <= g for g in held.values()):
+        most = max(held.values(), key=len)
         raise InterpError(f"{path}: config.json asks for {wanted} layers; the weights hold "
-                          f"{len(held)} (layers {min(held)}..{max(held)})")  # fmt: skip
+                          f"{len(most)} (layers {min(most)}..{max(most)})")  # fmt: skip
     params = sum(p.numel() for p in model.parameters())
     needed = params * torch.finfo(place.dtype).bits // 8
     if place.device_map is not None:  # accelerate spreads it; the sum of the devices bounds it

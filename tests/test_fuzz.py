@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import hostile
+import pandas as pd
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
@@ -233,7 +235,8 @@ def test_trace_load_fuzz(data, cached_load, tmp_path_factory):
     directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
     shutil.copytree(saved, directory, dirs_exist_ok=True)
     good = json.loads((directory / "meta.json").read_text())
-    damage = data.draw(st.sampled_from(["meta-value", "meta-key", "meta-bytes", "parquet"]))
+    damage = data.draw(st.sampled_from(["meta-value", "meta-key", "meta-bytes", "parquet",
+                                        "column", "hostile"]))  # fmt: skip
     if damage == "meta-value":
         good[data.draw(st.sampled_from(sorted(good)))] = data.draw(META)
         (directory / "meta.json").write_text(json.dumps(good))
@@ -242,17 +245,177 @@ def test_trace_load_fuzz(data, cached_load, tmp_path_factory):
         (directory / "meta.json").write_text(json.dumps(good))
     elif damage == "meta-bytes":
         (directory / "meta.json").write_bytes(data.draw(st.binary(max_size=40)))
-    else:
+    elif damage == "parquet":
         frame = directory / data.draw(
             st.sampled_from(sorted(p.name for p in saved.glob("*.parquet")))
         )
         whole = frame.read_bytes()
         cut = data.draw(st.integers(0, len(whole)))
         frame.write_bytes(whole[:cut] + data.draw(st.binary(max_size=8)))
-    try:
-        interp.Trace.load(directory)
-        event(f"{damage}: loaded")
-    except InterpError as exc:
-        assert "\n" not in str(exc)
-        event(f"{damage}: InterpError")
+    elif damage == "column":
+        _damage_table(data, directory)
+    else:
+        hostile.SAVED_RUN[data.draw(st.sampled_from(sorted(hostile.SAVED_RUN)))](directory)
+    trace = _loaded_or_refused(lambda: interp.Trace.load(directory), f"saved run {damage}")
+    if trace is not None:  # what loads, a report can read: its inputs and its provenance
+        from interp.report.html import _runs
+        from interp.report.inputs import ReportInputs
+
+        _loaded_or_refused(lambda: _runs(ReportInputs([trace], [{}])), f"report inputs {damage}")
     shutil.rmtree(directory)
+
+
+# -- loaders: every file interp reads, damaged at random or by the hostile corpus ----------
+def _loaded_or_refused(call, label: str):
+    """The loader's property: it returns, or raises one `InterpError` line."""
+    try:
+        result = call()
+    except InterpError as exc:
+        assert str(exc) and "\n" not in str(exc), str(exc)
+        event(f"{label}: InterpError")
+        return None
+    event(f"{label}: loaded")
+    return result
+
+
+def _damage_table(data, directory: Path) -> None:
+    """One column of one table: its values replaced by drawn ones (any kind), or the file cut."""
+    names = sorted(p.name for p in directory.glob("*.parquet"))
+    path = directory / data.draw(st.sampled_from(names))
+    frame = pd.read_parquet(path)
+    if frame.empty or data.draw(st.booleans()):
+        whole = path.read_bytes()
+        path.write_bytes(whole[: data.draw(st.integers(0, len(whole)))])
+        return
+    column = data.draw(st.sampled_from(list(frame.columns)))
+    value = data.draw(st.one_of(st.integers(-(2**62), 2**62), st.floats(), st.text(max_size=5),
+                                st.booleans(), st.none()))  # fmt: skip
+    frame[column] = [value] * len(frame)
+    try:
+        frame.to_parquet(path, index=False)
+    except (ValueError, TypeError, OverflowError, ImportError):  # pyarrow cannot write it
+        path.write_bytes(b"")
+
+
+def _damage_meta(data, directory: Path) -> None:
+    meta_file = directory / "meta.json"
+    good = json.loads(meta_file.read_text())
+    where = data.draw(st.sampled_from(["top", "nested", "bytes"]))
+    if where == "bytes":
+        odd = [b"[" * 5000, hostile.HUGE_INT.encode(), hostile.NOT_UTF8]
+        meta_file.write_bytes(data.draw(st.one_of(st.binary(max_size=40), st.sampled_from(odd))))
+        return
+    target = good
+    if where == "nested":
+        target = good[data.draw(st.sampled_from(sorted(k for k, v in good.items()
+                                                       if isinstance(v, dict))))]  # fmt: skip
+    if target:
+        target[data.draw(st.sampled_from(sorted(target)))] = data.draw(META)
+    meta_file.write_text(json.dumps(good))
+
+
+@pytest.fixture(scope="module")
+def saved_survey(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz-survey") / "s"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["survey", "--model", "tiny-moe", "--tokens", "300", "--seq-len", "64",
+                         "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    return out
+
+
+@FUZZ
+@given(data=st.data())
+def test_survey_load_fuzz(data, saved_survey, tmp_path_factory):
+    from interp.report.survey import build_survey_report
+    from interp.survey.output import Survey
+
+    directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp())) / "s"
+    kind = data.draw(st.sampled_from(["meta", "table", "hostile"]))
+    shutil.copytree(saved_survey, directory)
+    if kind == "meta":
+        _damage_meta(data, directory)
+    elif kind == "table":
+        _damage_table(data, directory)
+    else:
+        hostile.SURVEY[data.draw(st.sampled_from(sorted(hostile.SURVEY)))](directory)
+    out = directory.parent / "s.html"
+    if _loaded_or_refused(lambda: Survey.load(directory), f"survey {kind}") is not None:
+        _loaded_or_refused(lambda: build_survey_report(directory, out), f"survey report {kind}")
+    shutil.rmtree(directory.parent)
+
+
+@FUZZ
+@given(data=st.data())
+def test_corpus_fuzz(data, tmp_path_factory):
+    from interp.survey.data import Corpus
+
+    root = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
+    kind = data.draw(st.sampled_from(["bytes", "jsonl", "hostile"]))
+    if kind == "bytes":
+        path = root / data.draw(st.sampled_from(["a.txt", "a.jsonl", "a.parquet", "a"]))
+        path.write_bytes(data.draw(st.binary(max_size=200)))
+    elif kind == "jsonl":
+        path = root / "rows.jsonl"
+        rows = data.draw(st.lists(st.one_of(META, st.fixed_dictionaries(
+            {"text": st.one_of(st.text(max_size=20), META)}, optional={"domain": META})),
+            max_size=4))  # fmt: skip
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    else:
+        path = data.draw(st.sampled_from(sorted(hostile.corpus_files(root).items())))[1]
+    _loaded_or_refused(lambda: Corpus([path]), f"corpus {kind}")
+    shutil.rmtree(root)
+
+
+CONFIG_VALUES = st.one_of(META, st.integers(-3, 300), st.sampled_from([0, 2**40, 10**30, "1e3"]))
+
+
+@FUZZ
+@given(data=st.data())
+def test_model_dir_fuzz(data, tmp_path_factory):
+    from interp.models.zoo import ZOO
+
+    directory = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp())) / "m"
+    shutil.copytree(ZOO["tiny-moe"].path(), directory)
+    kind = data.draw(st.sampled_from(["config", "config", "bytes", "hostile"]))
+    if kind == "config":
+        config_file = directory / "config.json"
+        config = json.loads(config_file.read_text())
+        config[data.draw(st.sampled_from(sorted(config)))] = data.draw(CONFIG_VALUES)
+        config_file.write_text(json.dumps(config))
+    elif kind == "bytes":
+        name = data.draw(st.sampled_from(["config.json", "model.safetensors", "tokenizer.json"]))
+        whole = (directory / name).read_bytes()
+        cut = data.draw(st.integers(0, min(len(whole), 4096)))
+        (directory / name).write_bytes(whole[:cut] + data.draw(st.binary(max_size=16)))
+    else:
+        loading = sorted(case for case in hostile.MODEL_DIR if "template" not in case)
+        case = data.draw(st.sampled_from(loading))
+        hostile.MODEL_DIR[case](directory)
+    model = _loaded_or_refused(lambda: interp.load(str(directory)), f"model dir {kind}")
+    if model is not None:  # what loads must also run
+        _loaded_or_refused(lambda: interp.trace(model, "The cat"), f"model dir {kind} traced")
+    shutil.rmtree(directory.parent)
+
+
+TEMPLATES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from([hostile.LOOPING_TEMPLATE, hostile.ESCAPING_TEMPLATE, "{{ messages[9] }}",
+                     "{% for m in messages %}{{ m.content }}", "{{ 1 / 0 }}",
+                     "{{ raise_exception('no') }}", "{{ '' }}", "{{ messages[0]['content'] }}",
+                     "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+                     "{{ messages[0].content * 10**7 }}"]),
+)  # fmt: skip
+
+
+@FUZZ
+@given(template=TEMPLATES)
+def test_chat_template_fuzz(template, cached_load):
+    from interp.prompts import format_prompt
+
+    tokenizer = cached_load("tiny-moe").tokenizer
+    previous = tokenizer.chat_template
+    tokenizer.chat_template = template
+    try:
+        _loaded_or_refused(lambda: format_prompt(tokenizer, "The cat", chat=True), "chat template")
+    finally:
+        tokenizer.chat_template = previous

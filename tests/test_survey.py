@@ -13,8 +13,9 @@ import torch
 import interp
 from interp.analysis import experts as ex
 from interp.corpus import documents
+from interp.prompts import plain_ids
 from interp.survey import experts as survey_experts
-from interp.survey.data import PIECE_CHARS, Corpus, _encode, _pieces, bos_token, windows
+from interp.survey.data import PIECE_CHARS, Corpus, _pieces, bos_token, windows
 from interp.survey.layers import LENS_EVERY
 
 
@@ -237,6 +238,6 @@ def test_long_documents_tokenize_in_pieces_exactly(moe):
     for text in long:
         pieces = list(_pieces(text, True))
         assert len(pieces) > 1 and "".join(pieces) == text
-        assert [i for p in pieces for i in _encode(moe.tokenizer, p)] == _encode(
+        assert [i for p in pieces for i in plain_ids(moe.tokenizer, p)] == plain_ids(
             moe.tokenizer, text
         )

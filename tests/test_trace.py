@@ -148,6 +148,11 @@ def test_sampling_distribution_truncates():
     assert probs[0] < 0.7 < probs[:2].sum()  # so exactly two tokens survive
     assert (top_p[:2] > 0).all() and top_p[2:].sum() == 0
     assert Sampling().distribution(logits).tolist() == [1.0, 0, 0, 0, 0]
+    # A temperature just above 0 is greedy in the limit, not nan (found by test_api_fuzz).
+    assert Sampling(temperature=2.7e-133).distribution(logits).tolist() == [1.0, 0, 0, 0, 0]
+    assert Sampling(temperature=0.7).distribution(logits).tolist() == pytest.approx(
+        (logits / 0.7).softmax(-1).tolist()
+    )
 
 
 @pytest.mark.parametrize("kind", ["olmoe", "qwen3_moe", "mixtral"])

@@ -1,4 +1,6 @@
-"""A tiny Llama GGUF, written in milliseconds with the `gguf` package: a conversion to kill."""
+"""A tiny GGUF (llama, or qwen2: the same tensors plus q/k/v biases), written in milliseconds
+with the `gguf` package: a conversion to kill, or an architecture interp's own converter does
+not read."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ def byte_tokens() -> list[str]:
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
-def write_tiny_gguf(path: Path, seed: int = 0, d_model: int = 16, layers: int = 1) -> Path:
+def write_tiny_gguf(
+    path: Path, seed: int = 0, d_model: int = 16, layers: int = 1, arch: str = "llama"
+) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)
     tokens = [*byte_tokens(), "Ġt", "<|endoftext|>"]
     vocab, heads, d_ff = len(tokens), 2, 32
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(layers)
     writer.add_context_length(64)
     writer.add_embedding_length(d_model)
@@ -47,6 +51,9 @@ def write_tiny_gguf(path: Path, seed: int = 0, d_model: int = 16, layers: int = 
         writer.add_tensor(block + "ffn_norm.weight", np.ones(d_model, dtype=np.float32))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
             weight(block + name + ".weight", d_model, d_model)
+        if arch == "qwen2":  # Qwen2's attention has q, k and v biases
+            for name in ("attn_q", "attn_k", "attn_v"):
+                weight(block + name + ".bias", d_model)
         weight(block + "ffn_gate.weight", d_ff, d_model)
         weight(block + "ffn_up.weight", d_ff, d_model)
         weight(block + "ffn_down.weight", d_model, d_ff)

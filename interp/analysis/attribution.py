@@ -9,6 +9,13 @@ The norm's weight and eps are model parameters the trace does not carry, so `fin
 reads them once at the caller level; the attribution itself stays a pure function of the trace.
 Reading them beats inferring them from `trace.readout` (which recomputes the scale from its own
 input, so it cannot freeze it), and the sum check below catches a norm this module misreads.
+
+Norm families: RMSNorm scaling by w (Llama, Qwen, Phi-3, OLMo) or by 1 + w (Gemma: which one
+is told by running the module once on a probe, not by the family's name); LayerNorm, with or
+without its own bias (GPT-2). Post-block norms (Gemma 2/3, OLMo 2: TL's `ln1_post`, `ln2_post`)
+normalise what a block writes before adding it: the MLP's captured write is already normed, and
+each head's write goes through the post-attention norm with its scale frozen at the real sum of
+the heads, which is linear again, so heads still sum to what attention wrote.
 """
 
 from __future__ import annotations
@@ -23,25 +30,59 @@ from interp.errors import InterpError
 
 @dataclass(frozen=True)
 class FinalNorm:
-    """The final norm's parameters; kind is "RMS", "LN" (subtracts the mean) or "none"."""
+    """The final norm's parameters; kind is "RMS", "LN" (subtracts the mean) or "none".
+    `weight` is the scale the norm applies (w, or 1 + w where the module adds one).
+    `post_attn`: per layer, the norm applied to attention's output before it is added to the
+    stream (Gemma 2/3, OLMo 2), or None."""
 
     kind: str
     weight: torch.Tensor | None  # [d]
     bias: torch.Tensor | None  # [d]
     eps: float
+    post_attn: tuple = ()
 
 
 def final_norm(model) -> FinalNorm:
-    """Read `model.ln_final` (TL normalization_type RMS/RMSPre, LN/LNPre or None)."""
+    """Read `model.ln_final` (TL normalization_type RMS/RMSPre, LN/LNPre or None), and each
+    block's post-attention norm where the model has one."""
     kind = model.cfg.normalization_type or "none"
     kind = {"RMSPre": "RMS", "LNPre": "LN"}.get(kind, kind)
     if kind not in ("RMS", "LN", "none"):
         raise InterpError(f"direct logit attribution does not know the final norm {kind!r}")
-    params = {  # float32 on the CPU, like the captures, whatever the model's device and dtype
-        name.rsplit(".", 1)[-1]: p.detach().float().cpu()
-        for name, p in model.ln_final.named_parameters()
-    }
-    return FinalNorm(kind, params.get("weight"), params.get("bias"), float(model.cfg.eps))
+    post = tuple(
+        _read_norm(block.ln1_post, kind, model.cfg.eps) if hasattr(block, "ln1_post") else None
+        for block in model.blocks
+    )
+    final = _read_norm(model.ln_final, kind, model.cfg.eps)
+    return FinalNorm(final.kind, final.weight, final.bias, final.eps, post_attn=post)
+
+
+def _read_norm(module, kind: str, default_eps: float) -> FinalNorm:
+    """One norm's parameters, float32 on the CPU (like the captures); a weight the module
+    applies as 1 + w is returned as 1 + w, told apart by running the module on a probe."""
+    params = {name.rsplit(".", 1)[-1]: p for name, p in module.named_parameters()}
+    weight, bias = params.get("weight"), params.get("bias")
+    eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None)
+    eps = float(eps) if isinstance(eps, float) else float(default_eps)
+    if kind == "none" or weight is None:
+        return FinalNorm(kind, None, None if bias is None else bias.detach().float().cpu(), eps)
+    # A probe of +-1 entries (a 0 last when d is odd) with mean 0: LN's centring leaves it
+    # as it is, so the module returns its scale times probe / RMS(probe), plus its bias.
+    d = weight.shape[-1]
+    probe = torch.ones(d, dtype=torch.float32)
+    probe[1::2] = -1
+    probe[-1] = probe[-1] if d % 2 == 0 else 0
+    with torch.no_grad():
+        out = module(probe.to(weight.device, weight.dtype)[None, None]).float().cpu()[0, 0]
+    w = weight.detach().float().cpu()
+    seen = (out - (bias.detach().float().cpu() if bias is not None else 0)) * probe
+    keep = probe != 0
+    scale = (probe.pow(2).mean() + eps).rsqrt()
+    plus_one = (seen[keep] - (1 + w[keep]) * scale).abs().max() < (
+        seen[keep] - w[keep] * scale
+    ).abs().max()
+    b = None if bias is None else bias.detach().float().cpu()
+    return FinalNorm(kind, 1 + w if plus_one else w, b, eps)
 
 
 def sum_tolerance(dtype: str) -> float:
@@ -63,6 +104,25 @@ def _readout_direction(x: torch.Tensor, norm: FinalNorm, direction: torch.Tensor
         u = u - u.mean()
     offset = float(norm.bias.double() @ direction) if norm.bias is not None else 0.0
     return u, offset
+
+
+def _through_post_norms(heads: torch.Tensor, post_attn: tuple) -> torch.Tensor:
+    """Each head's write [L, H, d] as the stream receives it: through the layer's
+    post-attention norm, its scale frozen at the heads' sum (what the norm really saw)."""
+    out = heads.clone()
+    for layer, post in enumerate(post_attn):
+        if post is None:
+            continue
+        total = heads[layer].sum(0)
+        centred = total - total.mean() if post.kind == "LN" else total
+        scale = (centred.pow(2).mean() + post.eps).sqrt()
+        each = (
+            heads[layer] - heads[layer].mean(-1, keepdim=True)
+            if post.kind == "LN"
+            else heads[layer]
+        )
+        out[layer] = each * post.weight.double() / scale  # the norm's bias lands in `bias`
+    return out
 
 
 def direct_logit_attribution(
@@ -103,6 +163,7 @@ def direct_logit_attribution(
 
     z = trace.tensor("z", prompt)[:, pos].double()  # [L, H, d_head]
     heads = torch.einsum("lhe,lhed->lhd", z, trace.weights["W_O"].detach().double())  # [L, H, d]
+    heads = _through_post_norms(heads, norm.post_attn)
     attn_bias = trace.tensor("attn_out", prompt)[:, pos].double() - heads.sum(1)  # [L, d]
     mlp = trace.tensor("mlp_out", prompt)[:, pos].double() @ u  # [L]
     head_logit = heads @ u  # [L, H]

@@ -86,13 +86,22 @@ def _load_dir(path: Path, name: str, place):
     return load_hf_dir(path, name, place(config))
 
 
-def gguf_checkpoint(path: Path) -> Path:
-    """The cached HF checkpoint converted from a GGUF file (converted on first use)."""
+def gguf_checkpoint(path: Path, reader: str = "auto") -> Path:
+    """The cached HF checkpoint converted from a GGUF file (converted on first use): llama by
+    interp's own converter, any other architecture by transformers' GGUF support
+    (`reader="transformers"` forces it for llama too; it is cached apart)."""
+    from interp.models import gguf
+
+    arch = gguf.architecture(path)  # an architecture neither reads: one line, nothing cached
+    if reader == "transformers" or arch != "llama":
+
+        def build_hf(out: Path) -> None:
+            gguf.write_with_transformers(path, out)
+
+        return cache.get_or_build(path, "gguf-hf", build_hf)
 
     def build(out: Path) -> None:
         from safetensors.torch import save_file
-
-        from interp.models import gguf
 
         config, state, tokenizer_json, tokenizer_config = gguf.convert(path)
         save_file(state, out / "model.safetensors")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from interp.errors import InterpError
-from interp.validate import config_fields
+from interp.validate import config_fields, json_file
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -15,10 +14,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     config_file = Path(directory) / "config.json"
     if not config_file.is_file():
         raise InterpError(f"{directory} has no config.json: not a model directory")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise InterpError(f"{config_file} is not valid JSON: {exc}") from None
+    config = json_file(config_file)
     if not isinstance(config, dict):
         raise InterpError(f"{config_file} is not a JSON object")
     return config_fields(config, config_file)

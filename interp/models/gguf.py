@@ -1,17 +1,24 @@
-"""GGUF (llama.cpp) -> Hugging Face Llama: config, float32 state dict and tokenizer.
+"""GGUF (llama.cpp) -> a Hugging Face checkpoint directory (config, float32 safetensors,
+tokenizer), written once into the cache (interp.models.gguf_checkpoint).
 
-The GGUF stores Q/K rows in llama.cpp's adjacent-pair rotary layout; Hugging Face's Llama
-rotates halves, so those rows are un-permuted here (the inverse of convert_hf_to_gguf.py).
+Two readers: interp's own for the llama architecture (the GGUF stores Q/K rows in llama.cpp's
+adjacent-pair rotary layout; Hugging Face's Llama rotates halves, so those rows are un-permuted
+here, the inverse of convert_hf_to_gguf.py), and transformers' GGUF support (which dequantises
+and renames) for every other architecture it reads. Both give the same logits on a llama file
+(tests/test_gguf_archs.py); benchmarks/gguf_paths.py times them side by side.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from interp import validate
 from interp.errors import InterpError
+from interp.validate import config_fields
 
 # GGUF tensor name (after "blk.{l}.") -> HF Llama parameter name.
 _BLOCK_NAMES = {
@@ -43,11 +50,59 @@ def _field(reader, key: str, default=None):
     return default if field is None else field.contents()
 
 
+def architecture(path: Path) -> str:
+    """The file's `general.architecture`, after checking that some reader here reads it and
+    that its tensors, dequantised to float32, fit in the memory free (before any is read)."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    reader = _reader(path)
+    arch = _field(reader, "general.architecture")
+    if arch != "llama" and arch not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise InterpError(
+            f"GGUF architecture {arch!r} is not supported: neither interp's converter (llama) "
+            f"nor transformers' GGUF support ({', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}) "
+            "reads it"
+        )
+    params = sum(int(t.n_elements) for t in reader.tensors)
+    free = validate.available_memory(torch.device("cpu"))
+    validate.fits_in_memory(params * 4, free, f"{path.name} ({params:,} parameters in float32)",
+                            "the CPU")  # fmt: skip
+    return str(arch)
+
+
+def write_with_transformers(path: Path, out: Path) -> None:
+    """`path` read (and dequantised) by transformers' GGUF support, saved into `out` as a
+    float32 safetensors checkpoint with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every conversion is noise
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as exc:  # transformers' GGUF reader raises many kinds on a file it refuses
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise InterpError(
+            f"transformers cannot read {path}: {type(exc).__name__}: {reason}"
+        ) from None
+    # transformers refuses to save_pretrained a model it read from GGUF: the weights (tied
+    # ones once, which save_model sees to) and the config go out directly, float32.
+    from safetensors.torch import save_model
+
+    save_model(model, str(out / "model.safetensors"))
+    config = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
+    config.update(dtype="float32", architectures=[type(model).__name__])
+    (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    tokenizer.save_pretrained(out)
+
+
 def llama_config(reader) -> dict:
     """The Hugging Face LlamaConfig fields this file describes."""
     arch = _field(reader, "general.architecture")
     if arch != "llama":
-        raise InterpError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
+        raise InterpError(f"GGUF architecture {arch!r} is not llama")
     n_heads = int(_field(reader, "llama.attention.head_count"))
     d_model = int(_field(reader, "llama.embedding_length"))
     has_output = any(t.name == "output.weight" for t in reader.tensors)
@@ -175,7 +230,10 @@ def tokenizer_config(reader) -> dict:
 def convert(path: Path) -> tuple[dict, dict[str, torch.Tensor], str, dict]:
     """(hf config, state dict, tokenizer.json text, tokenizer config) for a GGUF file."""
     reader = _reader(path)
-    config = llama_config(reader)
+    try:
+        config = config_fields(llama_config(reader), path)
+    except (TypeError, ValueError, IndexError) as exc:  # a field missing (None) or malformed
+        raise InterpError(f"{path}: a llama GGUF field is missing or malformed ({exc})") from None
     return (
         config,
         llama_state_dict(reader, config),

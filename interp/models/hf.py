@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from interp import validate
 from interp.errors import InterpError
 from interp.models.config import read_config
 from interp.models.devices import Placement, check_device_map
@@ -31,6 +33,8 @@ def load_hf_dir(path: Path, name: str | None = None, place: Placement | None = N
     if not architectures:
         raise InterpError(f"{path}/config.json names no architecture ('architectures' is empty)")
     place = place or Placement(torch.device("cpu"), torch.float32)
+    _check_weights_are_safetensors(path)
+    _check_against_config(path, place)
     if place.device_map is not None:
         check_device_map(place.device_map, _module_names(path))
         where = {"device_map": place.device_map, "max_memory": place.max_memory}
@@ -40,8 +44,9 @@ def load_hf_dir(path: Path, name: str | None = None, place: Placement | None = N
         where = {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, attn_implementation="eager", dtype=place.dtype, **where
-        )
+            path, local_files_only=True, attn_implementation="eager", dtype=place.dtype,
+            use_safetensors=True, **where,
+        )  # fmt: skip
     except _LOAD_ERRORS as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InterpError(f"cannot load the checkpoint in {path}: {first_line}") from None
@@ -65,19 +70,88 @@ def bridge_hf_model(model, name: str, tokenizer=None):
         device=find_embedding_device(model),  # None on one device: read from the weights
     )
     bridge.cfg.n_devices = count_unique_devices(model)
+    if tokenizer is not None:
+        # TL swaps in a copy of the tokenizer that always adds BOS (its setter would again):
+        # interp encodes text as the checkpoint's own tokenizer does (interp.prompts), and
+        # tells TL's to_tokens whether that tokenizer adds BOS itself.
+        from interp.prompts import default_bos
+
+        bridge._tokenizer = tokenizer
+        bridge.cfg.tokenizer_prepends_bos = default_bos(tokenizer) is not None
     bridge.eval()
     return bridge
 
 
-def _module_names(path: Path) -> set[str]:
-    """Module and parameter names of the checkpoint's model, built on the meta device (no
-    memory, no weights read), so a device_map is checked before anything loads."""
+def _empty_model(path: Path):
+    """The checkpoint's model built on the meta device: no memory, no weights read."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    try:  # torch.device("meta") too: some modules allocate a tensor before registering it
+        with init_empty_weights(), torch.device("meta"):
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    except Exception as exc:  # transformers' strict config classes raise many kinds: all mean
+        # that the config describes no model this version can build
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterpError(f"{path}/config.json does not describe a model: {first_line}") from None
+
+
+def _module_names(path: Path) -> set[str]:
+    """Module and parameter names of the checkpoint's model, so a device_map is checked
+    before anything loads."""
+    model = _empty_model(path)
     return {name for name, _ in model.named_modules()} | {n for n, _ in model.named_parameters()}
+
+
+_LAYER = re.compile(r"\blayers\.(\d+)\.")
+# Weights in these formats are Python pickles: loading one can run code, so none is read.
+_PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def _check_weights_are_safetensors(path: Path) -> None:
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for pattern in _PICKLES for p in path.glob(pattern))
+        found = f"its weights are pickled ({', '.join(pickled[:3])})" if pickled else "none"
+        raise InterpError(f"{path}: interp reads weights only from .safetensors files; {found}")
+
+
+def _check_against_config(path: Path, place: Placement) -> None:
+    """Before any allocation: the layers the config asks for are among the layers the weights
+    hold (transformers would fill missing ones with random numbers, with only a warning), and
+    the weights' size from the config (parameters counted on the meta device, at the dtype
+    they load in) fits in the memory free where they go."""
+    from safetensors import safe_open
+
+    model = _empty_model(path)
+    wanted = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    held: dict[str, set[int]] = {}  # per stack ("model.", "model.vision_tower...") its layers
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(file, "pt") as weights:
+                for key in weights.keys():
+                    if m := _LAYER.search(key):
+                        held.setdefault(key[: m.start()], set()).add(int(m[1]))
+        except (SafetensorError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise InterpError(f"cannot load the checkpoint in {path}: {file.name} is not a "
+                              f"whole safetensors file ({reason})") from None  # fmt: skip
+    # Extra layers may be meant (DeepSeek-V3's multi-token-prediction layer): missing ones not.
+    if held and isinstance(wanted, int) and not any(set(range(wanted)) <= g for g in held.values()):
+        most = max(held.values(), key=len)
+        raise InterpError(f"{path}: config.json asks for {wanted} layers; the weights hold "
+                          f"{len(most)} (layers {min(most)}..{max(most)})")  # fmt: skip
+    params = sum(p.numel() for p in model.parameters())
+    needed = params * torch.finfo(place.dtype).bits // 8
+    if place.device_map is not None:  # accelerate spreads it; the sum of the devices bounds it
+        devices = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        devices.append(torch.device("cpu"))
+        where = "the GPUs and the CPU together"
+        available = sum(validate.available_memory(d) for d in devices)
+    else:
+        where = f"the {place.device.type} device" if place.device.type != "cpu" else "the CPU"
+        available = validate.available_memory(place.device)
+    what = f"{path.name} ({params:,} parameters in {str(place.dtype).removeprefix('torch.')})"
+    validate.fits_in_memory(needed, available, what, where)
 
 
 def _local_tokenizer(path: Path):

@@ -23,7 +23,7 @@ import torch
 from interp.analysis import patching as pa
 from interp.errors import InterpError
 from interp.models.devices import input_device
-from interp.prompts import encode
+from interp.prompts import encode, plain_ids
 from interp.runs.grad import with_grad
 from interp.text import token_texts
 from interp.vocab import long_frame
@@ -56,7 +56,7 @@ def token_id(model, token: str | int, what: str) -> int:
         return token
     if model.tokenizer is None:
         raise InterpError(f"this model has no tokenizer: give {what} as a token id")
-    ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
+    ids = plain_ids(model.tokenizer, token)
     if len(ids) != 1:
         pieces = token_texts(model.tokenizer, ids)
         raise InterpError(f"{what} {token!r} is {len(ids)} tokens {pieces}; give one token")

@@ -13,7 +13,6 @@ same on every rank and every run, so windows can be split by rank and a run resu
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from interp import validate
 from interp.errors import InterpError
+from interp.prompts import plain_ids
 
 DEFAULT_DATA = "held-out"  # the name meta.json records for the shipped corpus
 
@@ -81,7 +82,7 @@ def _read(path: Path) -> Iterator[tuple[str, str]]:
         yield from _read_parquet(path)
     else:
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = validate.utf8(path.read_bytes(), path)
         except OSError as exc:
             raise InterpError(f"cannot read {path}: {exc.strerror}") from None
         if text.strip():
@@ -98,14 +99,14 @@ def _record(row: dict, where: str) -> tuple[str, str]:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, str]]:
     try:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        with path.open("rb") as f:
+            offset = 0
+            for number, raw in enumerate(f, 1):
+                line = validate.utf8(raw, f"{path}:{number}", offset)
+                offset += len(raw)
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise InterpError(f"{path}:{number} is not JSON") from None
+                row = validate.json_text(line, f"{path}:{number}")
                 domain, text = _record(row, f"{path}:{number}")
                 if text.strip():
                     yield domain, text
@@ -141,7 +142,11 @@ def _read_datasets(path: Path) -> Iterator[tuple[str, str]]:
         raise InterpError(
             f"reading {path} needs the `datasets` package (pip install datasets)"
         ) from None
-    data = datasets.load_from_disk(str(path))
+    try:
+        data = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # FileNotFoundError among them
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InterpError(f"{path} is not a datasets save_to_disk directory: {reason}") from None
     parts = data.values() if isinstance(data, datasets.DatasetDict) else [data]
     for part in parts:
         if "text" not in part.column_names:
@@ -161,7 +166,7 @@ def windows(corpus: Corpus, tokenizer, seq_len: int, bos: int | None, tokens: in
         # Cut every seq_len tokens from the document's start, piece by piece as it is read.
         ids = [bos] if bos is not None else []
         for piece in _pieces(text, split):
-            ids += _encode(tokenizer, piece)
+            ids += plain_ids(tokenizer, piece)
             while len(ids) >= seq_len:
                 yield ids[:seq_len]
                 ids = ids[seq_len:]
@@ -186,16 +191,12 @@ _BOUNDARY = re.compile(r"\s(?=\S)")  # cut before the last blank of a run: a pre
 _PROBE = "x = 1\nif y:\n    z(2)  # don't\n\n\ndef f():\n\treturn 3.5\nword after word\n"
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def _splits_cleanly(tokenizer) -> bool:
     """Whether cutting text at `_BOUNDARY` leaves its tokens unchanged (true of byte-level
     BPE; a SentencePiece tokenizer that adds a prefix space to every call is not)."""
     cuts = [m.start() for m in _BOUNDARY.finditer(_PROBE)]
     parts = [_PROBE[a:b] for a, b in zip([0, *cuts], [*cuts, len(_PROBE)])]
-    return [i for part in parts for i in _encode(tokenizer, part)] == _encode(tokenizer, _PROBE)
+    return [i for part in parts for i in plain_ids(tokenizer, part)] == plain_ids(tokenizer, _PROBE)
 
 
 def _pieces(text: str, split: bool) -> Iterator[str]:
@@ -211,7 +212,9 @@ def _pieces(text: str, split: bool) -> Iterator[str]:
 
 
 def bos_token(model) -> int | None:
-    """The BOS id when the model prepends one (TL's `default_prepend_bos`), else None."""
+    """The BOS id when the model prepends one (TL's `default_prepend_bos`), else None. A
+    document starts a sequence as in training (interp.corpus puts BOS before each), whatever
+    the tokenizer adds to a prompt (interp.prompts)."""
     bos = getattr(model.tokenizer, "bos_token_id", None)
     return bos if getattr(model.cfg, "default_prepend_bos", True) and bos is not None else None
 

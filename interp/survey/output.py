@@ -60,10 +60,10 @@ class Survey:
         directory = Path(directory)
         if not (directory / "meta.json").is_file():
             raise InterpError(f"{directory} holds no survey (meta.json missing)")
-        meta = json.loads((directory / "meta.json").read_text())
-        if "survey" not in meta:
-            raise InterpError(f"{directory} holds no survey (its meta.json is another's)")
-        tables = {p.stem: pd.read_parquet(p) for p in sorted(directory.glob("*.parquet"))}
+        from interp.survey.saved import read_survey_meta, read_survey_tables
+
+        meta = read_survey_meta(directory)
+        tables = read_survey_tables(directory, meta)
         return cls(tables, meta)
 
 

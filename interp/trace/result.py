@@ -131,7 +131,8 @@ class Trace:
             raise InterpError(f"{directory} holds no saved trace (meta.json missing)")
         from interp.trace.saved import read_frames, read_meta
 
-        return cls([], read_meta(directory), saved_frames=read_frames(directory))
+        meta = read_meta(directory)
+        return cls([], meta, saved_frames=read_frames(directory, meta))
 
 
 def _readout(model):

@@ -24,7 +24,7 @@ from interp import validate
 from interp.errors import InterpError
 from interp.features.attach import attach
 from interp.models.devices import input_device
-from interp.prompts import encode
+from interp.prompts import encode_text
 from interp.trace import assemble, frames, hooks
 from interp.trace.facts import ModelFacts
 from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
@@ -52,6 +52,7 @@ def trace(
     splice: bool = False,
     error_term: bool = False,
     feature_top_k: int | None = 10,
+    prepend_bos: bool | None = None,
 ) -> Trace:
     """Run `model` on `prompts` and capture `capture` (groups or TL hook names).
 
@@ -63,6 +64,9 @@ def trace(
     trace keeps, the top `feature_top_k` per token (None: all), in `trace.features` and
     `trace.feature_error`; `splice` puts each reconstruction into the forward pass
     (`error_term`: plus its error, which leaves the forward unchanged).
+    `prepend_bos`: text is encoded as the model's tokenizer does by default (BOS where it adds
+    one); True / False forces BOS first / none (interp.prompts.encode_text). Token ids are
+    used as given. `meta["bos_added"]` says, per prompt, whether a BOS was put first.
     """
     sampling = sampling or Sampling()
     if not isinstance(sampling, Sampling):
@@ -79,7 +83,7 @@ def trace(
     attached = attach(model, hook_names, features, splice, error_term, feature_top_k)
     if attached is not None:  # after the user's hooks: features of what the model used
         user_hooks += attached.hooks
-    sequences = _sequences(model, prompts)
+    sequences, bos_added = _sequences(model, prompts, prepend_bos)
     facts = ModelFacts.of(model)
     longest = max(len(s) for s in sequences) + max_new_tokens
     validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
@@ -108,6 +112,7 @@ def trace(
         "shapes": run.shapes,
         "command": None,  # set by the CLI, which has one
         "features": attached.meta() if attached is not None else [],
+        "bos_added": bos_added,
     }
     if "attention" in groups and not keep_full:
         meta["empty_frames"] = {"attention": (
@@ -165,7 +170,7 @@ def _guarded(name: str, fn):
     return hook
 
 
-def _sequences(model, prompts) -> list[torch.Tensor]:
+def _sequences(model, prompts, prepend_bos=None) -> tuple[list[torch.Tensor], list[bool]]:
     if isinstance(prompts, torch.Tensor):
         if prompts.ndim not in (1, 2):
             raise InterpError(f"token ids must be 1-D or a 2-D batch, not {prompts.ndim}-D")
@@ -180,10 +185,11 @@ def _sequences(model, prompts) -> list[torch.Tensor]:
     if not items:
         raise InterpError("no prompts given")
     if all(isinstance(item, torch.Tensor) for item in items):
-        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items]
+        return [validate.token_ids(ids, model.cfg.d_vocab) for ids in items], [False] * len(items)
     if not all(isinstance(item, str) for item in items):
         raise InterpError("prompts must be all text or all token-id tensors, not a mix")
-    return [encode(model.tokenizer, text, model.cfg.n_ctx) for text in items]
+    encoded = [encode_text(model.tokenizer, text, model.cfg.n_ctx, prepend_bos) for text in items]
+    return [ids for ids, _ in encoded], [added for _, added in encoded]
 
 
 class _Runner:

@@ -48,7 +48,9 @@ class Sampling:
             probs = torch.zeros_like(logits)
             probs[logits.argmax()] = 1.0
             return probs
-        logits = logits / self.temperature
+        # Shifted by the max first (softmax does not change), in float64: a temperature near 0
+        # then sends the others to -inf and keeps the max at 0, never inf - inf = nan.
+        logits = ((logits.double() - logits.max()) / self.temperature).float()
         if self.top_k > 0:
             kth = logits.topk(min(self.top_k, logits.numel())).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -257,5 +257,6 @@ BUILDERS = {
     "router_probs": router_probs_frame,
     "sampling": lambda trace: _records_frame(trace, "sampling"),
     "kv_cache": lambda trace: _records_frame(trace, "kv_cache"),
+    "memory": lambda trace: _records_frame(trace, "memory"),
     "shapes": shapes_frame,
 }

@@ -26,7 +26,8 @@ from interp.models.devices import input_device
 from interp.prompts import encode
 from interp.trace import assemble, frames, hooks
 from interp.trace.facts import ModelFacts
-from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
+from interp.trace.kv_cache import summary
+from interp.trace.memory import memory_rows
 from interp.trace.result import PromptRecord, Trace
 from interp.trace.routers import routers
 from interp.trace.sampling import Sampling, sampling_rows
@@ -249,6 +250,7 @@ class _Runner:
         logprobs, entropies = list(logprob), list(ent)
         record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], step_logits[0][None], {})
         facts = ModelFacts.of(self.model)
+        record.memory = [{"step": 0, **row} for row in memory_rows(facts, n0, past)]
         for step in range(1, steps + 1):
             last = step_logits[-1]
             token = sampling.choose(last, generator)
@@ -265,11 +267,9 @@ class _Runner:
             for name, t in raw_step.items():
                 raw_parts[name].append(t[0])
             step_logits.append(logits[0, -1].float().cpu())
-            held, mha = kv_cache_bytes(facts, len(ids))
-            record.kv_cache.append({
-                "step": step, "positions": len(ids), "bytes": held, "mha_bytes": mha,
-                "measured_bytes": measured_cache_bytes(past),
-            })  # fmt: skip
+            rows = memory_rows(facts, len(ids), past)
+            record.memory += [{"step": step, **row} for row in rows]
+            record.kv_cache.append(summary(rows, facts, step, len(ids)))
         record.ids = torch.tensor(ids)
         record.logprob, record.entropy = torch.stack(logprobs), torch.stack(entropies)
         record.query_positions = list(range(n0 - 1, len(ids)))

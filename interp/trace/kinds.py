@@ -1,0 +1,73 @@
+"""Layer kinds: what each layer's sub-blocks are, read once from the Hugging Face config.
+
+A layer is a tuple of sub-blocks in the order of its forward. Sequence mixers (what moves
+information between positions) and feed-forward blocks (what works on one position):
+
+  attention                      full causal attention, one KV entry per token
+  sliding_attention              attention over the last `sliding_window` tokens only
+  compressed_sparse_attention    DeepSeek-V4 (interp's arch-v4 work)
+  heavily_compressed_attention   DeepSeek-V4
+  mamba2                         a Mamba2 mixer: a fixed-size state, no attention pattern
+  mlp, moe, hash_moe             dense MLP, routed experts, token-id-routed experts
+
+Llama is [("attention", "mlp")] * n; Nemotron-H has one sub-block per layer: ("mamba2",),
+("attention",), ("moe",) or ("mlp",). A kind interp has no reader for keeps the name its
+Hugging Face config gives it (e.g. "linear_attention"), so a refusal can name it.
+"""
+
+from __future__ import annotations
+
+SEQUENCE_MIXERS = (
+    "attention", "sliding_attention", "compressed_sparse_attention",
+    "heavily_compressed_attention", "mamba2",
+)  # fmt: skip
+FEED_FORWARD = ("mlp", "moe", "hash_moe")
+
+# Nemotron-H's config.layers_block_type (its own names, or transformers' cache names that
+# the config now stores them under) -> its one sub-block.
+_NEMOTRON_H = {
+    "mamba": "mamba2", "linear_attention": "mamba2", "attention": "attention",
+    "full_attention": "attention", "moe": "moe", "mlp": "mlp",
+}  # fmt: skip
+# config.layer_types (transformers' cache vocabulary) -> interp's sequence-mixer kind.
+_LAYER_TYPES = {
+    "full_attention": "attention",
+    "sliding_attention": "sliding_attention",
+    "compressed_sparse_attention": "compressed_sparse_attention",
+    "heavily_compressed_attention": "heavily_compressed_attention",
+}
+
+
+def hf_config(model):
+    """The Hugging Face text config under a TransformerBridge (None for native models)."""
+    original = getattr(model, "original_model", None)
+    config = getattr(original, "config", None)
+    return config.get_text_config() if config is not None else None
+
+
+def layer_kinds(model, routed) -> list[tuple[str, ...]]:
+    """Per layer, its sub-blocks; `routed` holds the layers whose MLP is routed (MoE)."""
+    n = model.cfg.n_layers
+    config = hf_config(model)
+    if getattr(config, "model_type", None) == "nemotron_h":
+        return [(_NEMOTRON_H.get(t, t),) for t in config.layers_block_type]
+    types = getattr(config, "layer_types", None) or ["full_attention"] * n
+    ff = ["moe" if layer in routed else "mlp" for layer in range(n)]
+    return [(_LAYER_TYPES.get(t, t), ff[layer]) for layer, t in enumerate(types[:n])]
+
+
+def memory_shapes(model) -> dict:
+    """The sizes the memory formulas need beyond the attention shape (interp.trace.memory)."""
+    config = hf_config(model)
+    if config is None:
+        return {}
+    out = {}
+    if getattr(config, "sliding_window", None):
+        out["sliding_window"] = int(config.sliding_window)
+    if getattr(config, "model_type", None) == "nemotron_h":
+        out.update(
+            mamba_heads=int(config.mamba_num_heads), mamba_d_head=int(config.mamba_head_dim),
+            ssm_state_size=int(config.ssm_state_size), n_groups=int(config.n_groups),
+            conv_kernel=int(config.conv_kernel),
+        )  # fmt: skip
+    return out

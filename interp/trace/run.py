@@ -78,7 +78,7 @@ def trace(
     )
     if keep_full and query_positions == "all":
         frames.check_fits(full_bytes, "the full attention patterns")
-    run = _Runner(model, hook_names, groups, raw, user_hooks, keep_full)
+    run = _Runner(model, facts, hook_names, groups, raw, user_hooks, keep_full)
     with torch.no_grad():
         if max_new_tokens == 0:
             records = run.forward_batch(sequences)
@@ -175,7 +175,8 @@ def _sequences(model, prompts) -> list[torch.Tensor]:
 class _Runner:
     """Forward passes with the capture hooks installed; assembles PromptRecords."""
 
-    def __init__(self, model, hook_names, groups, raw, user_hooks, keep_full):
+    def __init__(self, model, facts, hook_names, groups, raw, user_hooks, keep_full):
+        self.facts = facts
         self.model, self.hook_names, self.raw = model, hook_names, raw
         self.groups = set(groups)  # shapes are read from the first forward only
         self.user_hooks, self.keep_full = user_hooks, keep_full
@@ -187,7 +188,7 @@ class _Runner:
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
         captured, capture_hooks = hooks.build_hooks(
             self.model, self.groups, len(self.routers), self.keep_full, rows, lengths,
-            self.hook_names,
+            self.hook_names, self.facts.layer_kinds,
         )  # fmt: skip
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:
@@ -249,7 +250,7 @@ class _Runner:
         logprob, ent = _token_stats(logits[0], prompt)
         logprobs, entropies = list(logprob), list(ent)
         record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], step_logits[0][None], {})
-        facts = ModelFacts.of(self.model)
+        facts = self.facts
         record.memory = [{"step": 0, **row} for row in memory_rows(facts, n0, past)]
         for step in range(1, steps + 1):
             last = step_logits[-1]

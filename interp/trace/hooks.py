@@ -89,12 +89,15 @@ def _row_stats(pattern: torch.Tensor, k: int):
     return prob_entropy(pattern), top.values, top.indices
 
 
-def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
+def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
     """`rows` [B, nq]: query positions whose full rows are kept; `lengths`: real tokens per
-    prompt, so right-padding queries never add to the mass a key receives."""
+    prompt, so right-padding queries never add to the mass a key receives. `n_keys`: keys so
+    far; a sliding layer's KV-cache step sees only its window, the last keys, placed there."""
 
     def hook(pattern: torch.Tensor, hook) -> None:
         pattern = pattern.detach().float()  # [batch head query key], on the layer's device
+        if n_keys and pattern.shape[-1] < n_keys:
+            pattern = torch.nn.functional.pad(pattern, (n_keys - pattern.shape[-1], 0))
         if keep_full:
             cap.patterns.put(layer, pattern)
         if all(n == pattern.shape[2] for n in lengths):
@@ -174,6 +177,7 @@ def build_hooks(
     lengths: list[int],
     hook_names: Collection[str],
     kinds: list[tuple[str, ...]] | None = None,
+    n_keys: int | None = None,
 ) -> tuple[Capture, list[tuple[str, object]]]:
     """A `Capture` and the (hook name, fn) pairs for `model.hooks(fwd_hooks=...)` that fill it
     with `groups`; routing is captured by `router_hooks` on the `n_routed` routers.
@@ -207,7 +211,7 @@ def build_hooks(
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups and f"{prefix}.attn.hook_pattern" in hook_names:
-            hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
+            hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]

@@ -51,7 +51,9 @@ def layer_kinds(model, routed) -> list[tuple[str, ...]]:
     config = hf_config(model)
     if getattr(config, "model_type", None) == "nemotron_h":
         return [(_NEMOTRON_H.get(t, t),) for t in config.layers_block_type]
-    types = getattr(config, "layer_types", None) or ["full_attention"] * n
+    # As transformers' cache reads it (cache_utils.get_layer_types_and_kwargs).
+    default = "sliding_attention" if getattr(config, "sliding_window", None) else "full_attention"
+    types = getattr(config, "layer_types", None) or [default] * n
     ff = ["moe" if layer in routed else "mlp" for layer in range(n)]
     return [(_LAYER_TYPES.get(t, t), ff[layer]) for layer, t in enumerate(types[:n])]
 
@@ -62,6 +64,10 @@ def memory_shapes(model) -> dict:
     if config is None:
         return {}
     out = {}
+    # Multi-head latent attention (DeepSeek-V3) caches keys and values of their own widths.
+    if getattr(config, "qk_nope_head_dim", None) is not None:
+        out["k_head_dim"] = int(config.qk_nope_head_dim + config.qk_rope_head_dim)
+        out["v_head_dim"] = int(config.v_head_dim)
     if getattr(config, "sliding_window", None):
         out["sliding_window"] = int(config.sliding_window)
     if getattr(config, "model_type", None) == "nemotron_h":

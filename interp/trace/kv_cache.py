@@ -29,5 +29,5 @@ def summary(rows: list[dict], facts: ModelFacts, step: int, positions: int) -> d
     held, mha = _totals(rows, facts)
     return {
         "step": step, "positions": positions, "bytes": held, "mha_bytes": mha,
-        "measured_bytes": sum(r["measured_bytes"] for r in rows),
+        "measured_bytes": sum(r.get("measured_bytes", 0) for r in rows),
     }  # fmt: skip

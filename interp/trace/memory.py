@@ -3,7 +3,8 @@
 Each layer kind (interp.trace.kinds) keeps zero or more kinds of memory (`HELD_BY`); each
 memory kind has a formula and a reader of the real cache object (`KINDS`):
 
-  kv          full attention: K and V, one entry per token: entries = n
+  kv          full attention: K and V, one entry per token: entries = n (each of KV heads x
+              (key + value width): 2 x d_head, or MLA's own widths)
   sliding_kv  sliding attention: transformers keeps the last sliding_window - 1 tokens
   ssm_state   a Mamba2 layer's recurrent state: one entry, heads x d_head x state size
   conv_state  a Mamba2 layer's causal-conv window: conv_kernel entries of conv_dim channels
@@ -51,7 +52,9 @@ def _states_measured(name: str) -> Callable[[object], int]:
 
 
 def _kv_entry(facts: ModelFacts) -> int:
-    return 2 * facts.n_key_value_heads * facts.d_head * facts.dtype_bytes
+    m = facts.memory_shapes
+    width = m.get("k_head_dim", facts.d_head) + m.get("v_head_dim", facts.d_head)
+    return facts.n_key_value_heads * width * facts.dtype_bytes
 
 
 def _window(facts: ModelFacts, n: int) -> int:

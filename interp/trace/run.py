@@ -184,11 +184,11 @@ class _Runner:
         self.device = input_device(model)
         self.routers = routers(model) if self.groups & {"routing", "routing_dense"} else {}
 
-    def _forward(self, ids, rows, past=None, lengths=None, cache=True):
+    def _forward(self, ids, rows, past=None, lengths=None, cache=True, n_keys=None):
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
         captured, capture_hooks = hooks.build_hooks(
             self.model, self.groups, len(self.routers), self.keep_full, rows, lengths,
-            self.hook_names, self.facts.layer_kinds,
+            self.hook_names, self.facts.layer_kinds, n_keys,
         )  # fmt: skip
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:
@@ -262,7 +262,7 @@ class _Runner:
             entropies.append(entropy(last))
             ids.append(token)
             captured, raw_step, logits, past = self._forward(
-                torch.tensor([[token]]), torch.tensor([[0]]), past
+                torch.tensor([[token]]), torch.tensor([[0]]), past, n_keys=len(ids)
             )
             parts.append(assemble.slice_capture(captured, 0, 1, keys=len(ids)))
             for name, t in raw_step.items():

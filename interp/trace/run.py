@@ -218,6 +218,7 @@ class _Runner:
         # The user's hooks first: what is captured is what the model used.
         dense = "routing_dense" in self.groups
         handles = hooks.router_hooks(captured, self.routers, ids.shape[0], dense)
+        handles += hooks.pattern_hooks(captured)
         try:
             with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks), _bridge_faults():
                 if not cache:  # one forward, no generation: a KV cache would only take memory

@@ -95,3 +95,11 @@ def test_attention_layer_pattern_equals_the_models_and_journey_shows_kinds(tiny_
     assert "kind" in text and "|mamba|" in text
     for kind in ("attention", "lens", "routing", "journey"):
         trace.show(kind)
+
+
+def test_report_shows_memory_per_kind(tiny_nemotron_h, tmp_path):
+    from interp.report import build_report
+
+    trace = interp.trace(tiny_nemotron_h, IDS, max_new_tokens=3)
+    html = build_report(trace, tmp_path / "r.html", model=tiny_nemotron_h, progress=False)
+    assert "memory per kind" in html.read_text()

@@ -52,3 +52,37 @@ def random_olmoe(tmp_path_factory):
     path = tmp_path_factory.mktemp("olmoe")
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     return interp.load(str(path))
+
+
+def nemotron_h_config(**overrides):
+    """A tiny Nemotron-H: Mamba2, MoE (sigmoid + bias + groups, a shared expert), attention
+    (no positional encoding), Mamba2, dense MLP."""
+    from transformers import NemotronHConfig
+
+    values = dict(
+        vocab_size=101, hidden_size=32, num_hidden_layers=5, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, intermediate_size=48, max_position_embeddings=64,
+        layers_block_type=["mamba", "moe", "attention", "mamba", "mlp"], mamba_num_heads=4,
+        mamba_head_dim=8, ssm_state_size=8, n_groups=2, conv_kernel=4, chunk_size=8,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1,
+        moe_intermediate_size=16, moe_shared_expert_intermediate_size=16,
+    )  # fmt: skip
+    return NemotronHConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_nemotron_h(tmp_path_factory):
+    """A random tiny Nemotron-H (builds and loads in about a second)."""
+    from transformers import AutoModelForCausalLM
+
+    import interp
+
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(nemotron_h_config())
+    with torch.no_grad():
+        for module in hf.modules():  # a bias that takes part in the choice
+            if hasattr(module, "e_score_correction_bias"):
+                module.e_score_correction_bias.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("nemotron_h")
+    hf.save_pretrained(path)
+    return interp.load(str(path))

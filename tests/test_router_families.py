@@ -48,6 +48,15 @@ def _config(family: str):
             topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True,
             first_k_dense_replace=1, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=8,
             qk_nope_head_dim=8, v_head_dim=8),
+        # Mamba2, MoE (sigmoid + bias + 4 groups, 2 kept, top-4, one shared expert), attention.
+        "nemotron_h": lambda: T.NemotronHConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=4, head_dim=8, max_position_embeddings=64,
+            layers_block_type=["mamba", "moe", "attention"], mamba_num_heads=4,
+            mamba_head_dim=8, ssm_state_size=8, n_groups=2, chunk_size=8,
+            n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2,
+            moe_intermediate_size=16, moe_shared_expert_intermediate_size=24,
+            routed_scaling_factor=2.5, norm_topk_prob=True),
         "llama4": lambda: T.Llama4TextConfig(**COMMON, intermediate_size=16,
                                              intermediate_size_mlp=48, head_dim=8,
                                              num_local_experts=4, num_experts_per_tok=1,
@@ -57,7 +66,8 @@ def _config(family: str):
 
 ARCH = {"llama4": "Llama4ForCausalLM"}
 FAMILIES = ["olmoe", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "granitemoe",
-            "deepseek_v3", "llama4"]  # fmt: skip
+            "deepseek_v3", "nemotron_h", "llama4"]  # fmt: skip
+GROUPED = ("deepseek_v3", "nemotron_h")  # sigmoid + e_score_correction_bias + groups
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -151,7 +161,7 @@ def _hand_choice(family: str, router, x: torch.Tensor) -> list[set[int]]:
     k, out = router.top_k, []
     for z in logits.tolist():
         experts = range(len(z))
-        if family == "deepseek_v3":
+        if family in GROUPED:
             bias = module.e_score_correction_bias.tolist()
             c = [1 / (1 + math.exp(-v)) + b for v, b in zip(z, bias)]
             size = len(c) // module.num_group

@@ -24,11 +24,13 @@ def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict
     out: dict[str, torch.Tensor] = {}
     if cap.resid:
         out["resid"] = cut(cap.resid, slice(n))
-        out["attn_out"] = cut(cap.attn_out, slice(n))
-        out["mlp_out"] = (
-            cut(cap.mlp_out, slice(n)) if cap.mlp_out else torch.zeros_like(out["attn_out"])
-        )
-        out["z"] = cut(cap.z, slice(n))
+        for name in ("attn_out", "mlp_out"):  # zero where no layer has that sub-block
+            stack = getattr(cap, name)
+            out[name] = cut(stack, slice(n)) if stack else torch.zeros_like(out["resid"][:-1])
+        if cap.mamba_out:
+            out["mamba_out"] = cut(cap.mamba_out, slice(n))
+        if cap.z:  # hybrids' bridges expose no per-head z
+            out["z"] = cut(cap.z, slice(n))
     if cap.key_mass:
         out["key_mass"] = cut(cap.key_mass, slice(None), slice(keys))
         out["query_entropy"] = cut(cap.query_entropy, slice(None), slice(n))
@@ -52,7 +54,7 @@ def concat_steps(parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, 
     """Join the prompt's capture with one capture per generated token (KV-cache steps)."""
     out: dict[str, torch.Tensor] = {}
     first = parts[0]
-    by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "z": 1,
+    by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "mamba_out": 1, "z": 1,
                    "query_entropy": 2, "top_weights": 2, "top_keys": 2}  # fmt: skip
     by_position.update(dict.fromkeys(ROUTER_TENSORS, 1))
     for name, axis in by_position.items():

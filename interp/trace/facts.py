@@ -2,7 +2,8 @@
 
 Names follow TransformerLens's config (n_layers, n_heads, n_key_value_heads, d_head, ...);
 the MoE facts come from the Hugging Face router modules (interp.trace.routers), which
-TransformerLens does not describe.
+TransformerLens does not describe. Layer kinds and the state sizes of the memory they keep
+come from the Hugging Face config (interp.trace.kinds).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from interp.models.devices import model_dtype
+from interp.trace.kinds import hf_config, layer_kinds, memory_shapes
 from interp.trace.routers import routers
 
 
@@ -31,6 +33,13 @@ class ModelFacts:
     renormalise_top_k: bool = False  # the chosen experts' weights are rescaled to sum to 1
     n_shared: int = 0  # shared experts per MoE layer, always on
     dtype: str = "float32"  # what the model computes and caches in ("bfloat16", ...)
+    # Per layer, its sub-blocks in the order of the forward: ("attention", "mlp"),
+    # ("mamba2",), ("sliding_attention", "moe"), ... (interp.trace.kinds.SEQUENCE_MIXERS).
+    layer_kinds: list[tuple[str, ...]] = field(default_factory=list)
+    n_streams: int = 1  # parallel residual streams (hyper-connections' hc_mult)
+    # What the memory formulas need beyond the attention shape (interp.trace.memory):
+    # sliding_window, mamba_heads, mamba_d_head, ssm_state_size, n_groups, conv_kernel, ...
+    memory_shapes: dict = field(default_factory=dict)
 
     @property
     def dtype_bytes(self) -> int:
@@ -50,7 +59,14 @@ class ModelFacts:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelFacts:
+        values = dict(values)
+        # Saved traces store tuples as lists (JSON); traces saved before kinds have none.
+        values["layer_kinds"] = [tuple(k) for k in values.get("layer_kinds", [])]
         return cls(**values)
+
+    def layers_of(self, kind: str) -> list[int]:
+        """The layers with a sub-block of this kind."""
+        return [layer for layer, kinds in enumerate(self.layer_kinds) if kind in kinds]
 
     @classmethod
     def of(cls, model) -> ModelFacts:
@@ -62,6 +78,8 @@ class ModelFacts:
             "d_model": cfg.d_model, "d_head": cfg.d_head, "d_vocab": cfg.d_vocab,
             "n_ctx": cfg.n_ctx, "moe_layers": list(routed),
             "dtype": str(model_dtype(model)).removeprefix("torch."),
+            "layer_kinds": layer_kinds(model, routed), "memory_shapes": memory_shapes(model),
+            "n_streams": int(getattr(hf_config(model), "hc_mult", None) or 1),
         }  # fmt: skip
         if routed:
             first = next(iter(routed.values()))

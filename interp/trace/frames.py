@@ -15,6 +15,7 @@ import torch
 from interp.errors import InterpError
 from interp.features.frames import feature_error_frame, features_frame
 from interp.text import token_texts
+from interp.trace.hooks import stage_of
 from interp.trace.routers import softmax_topk
 from interp.vocab import long_frame
 
@@ -49,16 +50,46 @@ def tokens_frame(trace) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
+def _layer_stages(tensors: dict, layer: int, kinds: tuple[str, ...]) -> list:
+    """(stage, [pos d] tensor) of one layer: resid_pre, each sub-block's delta (resid_mid
+    between two), resid_post. A hybrid layer with one sub-block has no resid_mid."""
+    resid = tensors["resid"]
+    out, running = [("resid_pre", resid[layer])], resid[layer]
+    for i, kind in enumerate(kinds):
+        if i:
+            out.append(("resid_mid", running))
+        delta = tensors[stage_of(kind)][layer]
+        out.append((stage_of(kind), delta))
+        running = running + delta
+    return out + [("resid_post", resid[layer + 1])]
+
+
+def _hybrid_norms(trace, r) -> pd.DataFrame:
+    grids = []
+    for layer, kinds in enumerate(trace.facts.layer_kinds):
+        stages = _layer_stages(r.tensors, layer, kinds)
+        grid = long_frame(torch.stack([t.norm(dim=-1) for _, t in stages]), "stage pos", "norm")
+        grid["stage"] = np.array([name for name, _ in stages])[grid["stage"]]
+        grid.insert(0, "layer", layer)
+        grids.append(grid)
+    return pd.concat(grids, ignore_index=True)
+
+
 def residual_frame(trace) -> pd.DataFrame:
+    """Per layer, the stream before it, what each sub-block writes, and the stream after it
+    (STAGES; a hybrid's layers have only their own sub-blocks' stages, e.g. mamba_out)."""
     out = []
     for p, r in enumerate(trace.records):
         if "resid" not in r.tensors:
             continue
-        resid, attn, mlp = r.tensors["resid"], r.tensors["attn_out"], r.tensors["mlp_out"]
-        stacks = [resid[:-1], attn, resid[:-1] + attn, mlp, resid[1:]]
-        norms = torch.stack([s.norm(dim=-1) for s in stacks], dim=1)
-        grid = long_frame(norms, "layer stage pos", "norm")
-        grid["stage"] = np.array(STAGES)[grid["stage"]]
+        if "mamba_out" in r.tensors or any(len(k) != 2 for k in trace.facts.layer_kinds):
+            grid = _hybrid_norms(trace, r)
+        else:
+            resid, attn, mlp = r.tensors["resid"], r.tensors["attn_out"], r.tensors["mlp_out"]
+            stacks = [resid[:-1], attn, resid[:-1] + attn, mlp, resid[1:]]
+            norms = torch.stack([s.norm(dim=-1) for s in stacks], dim=1)
+            grid = long_frame(norms, "layer stage pos", "norm")
+            grid["stage"] = np.array(STAGES)[grid["stage"]]
         grid.insert(0, "prompt", p)
         grid["token"] = _texts(trace, r.ids)[grid["pos"]]
         out.append(grid)
@@ -258,6 +289,7 @@ BUILDERS = {
     "router_probs": router_probs_frame,
     "sampling": lambda trace: _records_frame(trace, "sampling"),
     "kv_cache": lambda trace: _records_frame(trace, "kv_cache"),
+    "memory": lambda trace: _records_frame(trace, "memory"),
     "shapes": shapes_frame,
     "features": features_frame,
     "feature_error": feature_error_frame,

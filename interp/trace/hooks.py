@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 
 import torch
 
-from interp.trace.routers import capture_hook
+from interp.trace.routers import capture_hook, hf_mixer
 from interp.vocab import prob_entropy
 
 # routing: chosen experts, weights, entropy and the router's distribution over experts;
@@ -33,15 +33,17 @@ TOP_SOURCES = 3
 class LayerStack:
     """A [slot batch ...] CPU buffer that the hooks fill one slot (layer) each: every captured
     tensor is copied once, straight into its layer-major place (float32 if floating, whatever
-    the model's dtype and device), and never stacked afterwards."""
+    the model's dtype and device), and never stacked afterwards. `sparse`: not every slot is
+    written (a hybrid's layers without this sub-block), so the others start at zero."""
 
-    def __init__(self, size: int):
-        self.size, self.data = size, None
+    def __init__(self, size: int, sparse: bool = False):
+        self.size, self.data, self.sparse = size, None, sparse
 
     def put(self, slot: int, tensor: torch.Tensor) -> None:
         if self.data is None:
             dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-            self.data = torch.empty((self.size, *tensor.shape), dtype=dtype)
+            make = torch.zeros if self.sparse else torch.empty
+            self.data = make((self.size, *tensor.shape), dtype=dtype)
         self.data[slot].copy_(tensor.detach())
 
     def __bool__(self) -> bool:
@@ -51,17 +53,23 @@ class LayerStack:
 class Capture:
     """Tensors of one forward over a batch [B, T], each a `LayerStack` [layer B ...]."""
 
-    def __init__(self, n_layers: int, n_routed: int):
+    def __init__(self, n_layers: int, n_routed: int, hybrid: bool = False):
         self.resid = LayerStack(n_layers + 1)  # [layer+1 B T d]: resid_pre..., last resid_post
-        self.attn_out, self.mlp_out = LayerStack(n_layers), LayerStack(n_layers)  # [.. B T d]
+        # [layer B T d] what each sub-block writes; a hybrid's layers lack some (zero there).
+        self.attn_out = LayerStack(n_layers, hybrid)
+        self.mlp_out, self.mamba_out = LayerStack(n_layers, hybrid), LayerStack(n_layers, hybrid)
         self.z = LayerStack(n_layers)  # [layer B T H d_head]
-        self.patterns = LayerStack(n_layers)  # [layer B H T T]
-        self.key_mass, self.query_entropy = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T]
-        self.top_weights, self.top_keys = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T 3]
-        self.query_rows = LayerStack(n_layers)  # [layer B H nq T]
+        # Attention per layer; a hybrid's layers without attention stay zero.
+        self.patterns = LayerStack(n_layers, hybrid)  # [layer B H T T]
+        self.key_mass = LayerStack(n_layers, hybrid)  # [layer B H T]
+        self.query_entropy = LayerStack(n_layers, hybrid)
+        self.top_weights = LayerStack(n_layers, hybrid)  # [layer B H T 3]
+        self.top_keys = LayerStack(n_layers, hybrid)
+        self.query_rows = LayerStack(n_layers, hybrid)  # [layer B H nq T]
         for name in ROUTER_TENSORS:
             setattr(self, name, LayerStack(n_routed))
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
+        self.pattern_hooks: list = []  # (HF attention module, pattern hook): see pattern_hooks
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
@@ -85,12 +93,15 @@ def _row_stats(pattern: torch.Tensor, k: int):
     return prob_entropy(pattern), top.values, top.indices
 
 
-def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
+def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
     """`rows` [B, nq]: query positions whose full rows are kept; `lengths`: real tokens per
-    prompt, so right-padding queries never add to the mass a key receives."""
+    prompt, so right-padding queries never add to the mass a key receives. `n_keys`: keys so
+    far; a sliding layer's KV-cache step sees only its window, the last keys, placed there."""
 
     def hook(pattern: torch.Tensor, hook) -> None:
         pattern = pattern.detach().float()  # [batch head query key], on the layer's device
+        if n_keys and pattern.shape[-1] < n_keys:
+            pattern = torch.nn.functional.pad(pattern, (n_keys - pattern.shape[-1], 0))
         if keep_full:
             cap.patterns.put(layer, pattern)
         if all(n == pattern.shape[2] for n in lengths):
@@ -154,6 +165,13 @@ def _shape_hook(cap: Capture, name: str):
     return hook
 
 
+def stage_of(kind: str) -> str:
+    """The residual-frame stage a sub-block's delta is recorded under."""
+    if kind == "mamba2":
+        return "mamba_out"
+    return "attn_out" if kind.endswith("attention") else "mlp_out"
+
+
 def build_hooks(
     model,
     groups: set[str],
@@ -162,18 +180,31 @@ def build_hooks(
     query_rows: torch.Tensor | None,
     lengths: list[int],
     hook_names: Collection[str],
+    kinds: list[tuple[str, ...]] | None = None,
+    n_keys: int | None = None,
 ) -> tuple[Capture, list[tuple[str, object]]]:
     """A `Capture` and the (hook name, fn) pairs for `model.hooks(fwd_hooks=...)` that fill it
     with `groups`; routing is captured by `router_hooks` on the `n_routed` routers.
 
-    `hook_names`: the model's hook_dict keys in order, read once by the caller.
+    `hook_names`: the model's hook_dict keys in order, read once by the caller. `kinds`: each
+    layer's sub-blocks (ModelFacts.layer_kinds); a hybrid block with one sub-block (TL's
+    hook_mixer_out, no hook_attn_out) writes its delta into the stage of its kind.
     """
     hooks: list[tuple[str, object]] = []
     n_layers = model.cfg.n_layers
-    cap = Capture(n_layers, n_routed)
+    hybrid = "blocks.0.hook_mixer_out" in hook_names
+    cap = Capture(n_layers, n_routed, hybrid)
     for layer in range(n_layers):
         prefix = f"blocks.{layer}"
-        if "residual" in groups:
+        if "residual" in groups and hybrid:
+            stack = getattr(cap, stage_of(kinds[layer][0]))
+            hooks += [
+                (f"{prefix}.hook_resid_pre", _store(cap.resid, layer)),
+                (f"{prefix}.hook_mixer_out", _store(stack, layer)),
+            ]
+            if layer == n_layers - 1:
+                hooks.append((f"{prefix}.hook_resid_post", _store(cap.resid, n_layers)))
+        elif "residual" in groups:
             hooks += [
                 (f"{prefix}.hook_resid_pre", _store(cap.resid, layer)),
                 (f"{prefix}.hook_attn_out", _store(cap.attn_out, layer)),
@@ -183,12 +214,28 @@ def build_hooks(
                 hooks.append((f"{prefix}.hook_resid_post", _store(cap.resid, n_layers)))
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
-        if "attention" in groups:
-            hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
+        if "attention" in groups and f"{prefix}.attn.hook_pattern" in hook_names:
+            hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
+    if "attention" in groups and hybrid:
+        cap.pattern_hooks = [
+            (hf_mixer(model, layer),
+             _attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys))
+            for layer, subs in enumerate(kinds) if subs[0].endswith("attention")
+        ]  # fmt: skip
     return cap, hooks
+
+
+def pattern_hooks(cap: Capture) -> list:
+    """Forward hooks on a hybrid's Hugging Face attention modules (TL gives their bridge no
+    hook_pattern): the eager attention weights they return, [B H Tq Tk], read as TL's pattern.
+    Handles: remove them after the forward."""
+    return [
+        module.register_forward_hook(lambda m, args, out, hook=hook: hook(out[1], None))
+        for module, hook in cap.pattern_hooks
+    ]
 
 
 # TL hooks that only fire after a `set_use_*` switch (they would change the forward's cost).

@@ -1,30 +1,33 @@
-"""The KV cache a generation leaves: the bytes the formula predicts and the bytes measured."""
+"""The per-step totals of the memory frame (interp.trace.memory): `trace.kv_cache`."""
 
 from __future__ import annotations
 
-import torch
-
 from interp.trace.facts import ModelFacts
+from interp.trace.memory import KINDS, memory_rows
 
 
 def kv_cache_bytes(
     facts: ModelFacts, positions: int, dtype_bytes: int | None = None
 ) -> tuple[int, int]:
-    """(bytes held with the model's KV heads, bytes full multi-head attention would hold).
-
-    2 (K and V) x layers x KV heads x d_head x positions x bytes; MLP and MoE layers add nothing.
-    `dtype_bytes` defaults to the model's own dtype (2 in bfloat16, 4 in float32).
-    """
-    dtype_bytes = dtype_bytes or facts.dtype_bytes
-    per_head = 2 * facts.n_layers * facts.d_head * positions * dtype_bytes
-    return per_head * facts.n_key_value_heads, per_head * facts.n_heads
+    """(bytes held after `positions` tokens, bytes if every attention layer had one key/value
+    head per query head), summed over every layer's memory; MLP and MoE layers add nothing.
+    `dtype_bytes` defaults to the model's own dtype (2 in bfloat16, 4 in float32)."""
+    held, mha = _totals(memory_rows(facts, positions), facts)
+    scale = (dtype_bytes or facts.dtype_bytes) / facts.dtype_bytes
+    return int(held * scale), int(mha * scale)
 
 
-def measured_cache_bytes(past_key_values) -> int:
-    """Bytes actually held by a Hugging Face cache object."""
-    total = 0
-    for layer in getattr(past_key_values, "layers", []):
-        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
-    return total
+def _totals(rows: list[dict], facts: ModelFacts) -> tuple[int, int]:
+    held = sum(r["bytes"] for r in rows)
+    mha = sum(r["bytes"] * (facts.group_size if KINDS[r["kind"]].grows_with_heads else 1)
+              for r in rows)  # fmt: skip
+    return held, mha
+
+
+def summary(rows: list[dict], facts: ModelFacts, step: int, positions: int) -> dict:
+    """One step's totals from that step's memory rows."""
+    held, mha = _totals(rows, facts)
+    return {
+        "step": step, "positions": positions, "bytes": held, "mha_bytes": mha,
+        "measured_bytes": sum(r.get("measured_bytes", 0) for r in rows),
+    }  # fmt: skip

@@ -31,7 +31,8 @@ class PromptRecord:
     query_logits: torch.Tensor  # [query vocab]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     sampling: list[dict] = field(default_factory=list)
-    kv_cache: list[dict] = field(default_factory=list)
+    kv_cache: list[dict] = field(default_factory=list)  # per-step totals of `memory`
+    memory: list[dict] = field(default_factory=list)  # per step, layer, kind (trace.memory)
 
 
 class Trace:

@@ -12,7 +12,8 @@ Families, as transformers 5.23 implements them:
                  Granite-MoE
   sigmoid_group  s = sigmoid(z), c = s + e_score_correction_bias; keep the topk_group groups
                  whose top-2 c sum highest; top-k of c; weights s / sum(s chosen) (if
-                 norm_topk_prob) * routed_scaling_factor: DeepSeek-V3, Kimi K2
+                 norm_topk_prob) * routed_scaling_factor: DeepSeek-V3, Kimi K2,
+                 Nemotron-H (one shared expert, added unweighted)
   sigmoid_topk   top-k of z; weights sigmoid(z) that scale the expert's INPUT: Llama 4
 
 The Hugging Face router module is hooked directly (the bridge exposes no router output for
@@ -170,19 +171,30 @@ FAMILIES: dict[str, Callable[[torch.nn.Module], Router]] = {
     "GptOssMLP": _topk_softmax,
     "GraniteMoeMoE": _topk_softmax,
     "DeepseekV3MoE": _deepseek,
+    "NemotronHMoE": _deepseek,
     "Llama4TextMoe": _llama4,
 }
 
 
-def hf_block(model, layer: int) -> torch.nn.Module | None:
-    """The Hugging Face module under the bridge's blocks.{layer}.mlp (None: no MLP)."""
-    blocks = getattr(model, "blocks", None)
-    module = getattr(blocks[layer], "mlp", None) if blocks is not None else None
+def _unwrapped(module):
     while module is not None and isinstance(
         getattr(module, "original_component", None), torch.nn.Module
     ):
         module = module.original_component
     return module
+
+
+def hf_mixer(model, layer: int) -> torch.nn.Module:
+    """The Hugging Face module under a one-sub-block hybrid's blocks.{layer}.mixer."""
+    return _unwrapped(model.blocks[layer].mixer)
+
+
+def hf_block(model, layer: int) -> torch.nn.Module | None:
+    """The Hugging Face module under the bridge's blocks.{layer}.mlp (None: no MLP); hybrids
+    with one sub-block per layer (Nemotron-H) have it under blocks.{layer}.mixer."""
+    blocks = getattr(model, "blocks", None)
+    block = blocks[layer] if blocks is not None else None
+    return _unwrapped(getattr(block, "mlp", None) or getattr(block, "mixer", None))
 
 
 def routers(model) -> dict[int, Router]:

@@ -14,6 +14,7 @@ trace keeps from the logits (log-probs, entropies, query logits, sampling) is fl
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable, Sequence
 
@@ -25,9 +26,10 @@ from interp.errors import InterpError
 from interp.features.attach import attach
 from interp.models.devices import input_device
 from interp.prompts import encode_text
-from interp.trace import assemble, frames, hooks
+from interp.trace import assemble, frames, hooks, kinds
 from interp.trace.facts import ModelFacts
-from interp.trace.kv_cache import kv_cache_bytes, measured_cache_bytes
+from interp.trace.kv_cache import summary
+from interp.trace.memory import memory_rows
 from interp.trace.result import PromptRecord, Trace
 from interp.trace.routers import routers
 from interp.trace.sampling import Sampling, sampling_rows
@@ -85,6 +87,8 @@ def trace(
         user_hooks += attached.hooks
     sequences, bos_added = _sequences(model, prompts, prepend_bos)
     facts = ModelFacts.of(model)
+    if groups & {"residual", "attention"}:
+        kinds.refuse_unreadable(model, facts.layer_kinds, hook_names)
     longest = max(len(s) for s in sequences) + max_new_tokens
     validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
     full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
@@ -93,7 +97,7 @@ def trace(
     )
     if keep_full and query_positions == "all":
         frames.check_fits(full_bytes, "the full attention patterns")
-    run = _Runner(model, hook_names, groups, raw, user_hooks, keep_full)
+    run = _Runner(model, facts, hook_names, groups, raw, user_hooks, keep_full)
     with torch.no_grad():
         if max_new_tokens == 0:
             records = run.forward_batch(sequences)
@@ -120,6 +124,21 @@ def trace(
             f"{attention_budget_mb:g}; read query_attention, attention_summary, or trace with "
             "query_positions='all'")}  # fmt: skip
     return Trace(records, meta, model=model)
+
+
+@contextlib.contextmanager
+def _bridge_faults():
+    """A TransformerLens bridge that maps a module the checkpoint lacks (Granite-4 hybrid
+    without position embeddings: model.rotary_emb) fails every forward: one line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "Original component not set" not in str(exc):
+            raise
+        raise InterpError(
+            f"TransformerLens's bridge for this model cannot run a forward pass ({exc}); "
+            "interp cannot trace it"
+        ) from None
 
 
 def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:
@@ -195,7 +214,8 @@ def _sequences(model, prompts, prepend_bos=None) -> tuple[list[torch.Tensor], li
 class _Runner:
     """Forward passes with the capture hooks installed; assembles PromptRecords."""
 
-    def __init__(self, model, hook_names, groups, raw, user_hooks, keep_full):
+    def __init__(self, model, facts, hook_names, groups, raw, user_hooks, keep_full):
+        self.facts = facts
         self.model, self.hook_names, self.raw = model, hook_names, raw
         self.groups = set(groups)  # shapes are read from the first forward only
         self.user_hooks, self.keep_full = user_hooks, keep_full
@@ -203,11 +223,11 @@ class _Runner:
         self.device = input_device(model)
         self.routers = routers(model) if self.groups & {"routing", "routing_dense"} else {}
 
-    def _forward(self, ids, rows, past=None, lengths=None, cache=True):
+    def _forward(self, ids, rows, past=None, lengths=None, cache=True, n_keys=None):
         lengths = lengths or [ids.shape[1]] * ids.shape[0]
         captured, capture_hooks = hooks.build_hooks(
             self.model, self.groups, len(self.routers), self.keep_full, rows, lengths,
-            self.hook_names,
+            self.hook_names, self.facts.layer_kinds, n_keys,
         )  # fmt: skip
         raw_store: dict[str, torch.Tensor] = {}
         for name in self.raw:
@@ -219,8 +239,9 @@ class _Runner:
         # The user's hooks first: what is captured is what the model used.
         dense = "routing_dense" in self.groups
         handles = hooks.router_hooks(captured, self.routers, ids.shape[0], dense)
+        handles += hooks.pattern_hooks(captured)
         try:
-            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
+            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks), _bridge_faults():
                 if not cache:  # one forward, no generation: a KV cache would only take memory
                     logits = self.model(ids)
                 elif past is None:
@@ -269,7 +290,8 @@ class _Runner:
         logprob, ent = _token_stats(logits[0], prompt)
         logprobs, entropies = list(logprob), list(ent)
         record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], step_logits[0][None], {})
-        facts = ModelFacts.of(self.model)
+        facts = self.facts
+        record.memory = [{"step": 0, **row} for row in memory_rows(facts, n0, past)]
         for step in range(1, steps + 1):
             last = step_logits[-1]
             token = sampling.choose(last, generator)
@@ -280,17 +302,15 @@ class _Runner:
             entropies.append(entropy(last))
             ids.append(token)
             captured, raw_step, logits, past = self._forward(
-                torch.tensor([[token]]), torch.tensor([[0]]), past
+                torch.tensor([[token]]), torch.tensor([[0]]), past, n_keys=len(ids)
             )
             parts.append(assemble.slice_capture(captured, 0, 1, keys=len(ids)))
             for name, t in raw_step.items():
                 raw_parts[name].append(t[0])
             step_logits.append(logits[0, -1].float().cpu())
-            held, mha = kv_cache_bytes(facts, len(ids))
-            record.kv_cache.append({
-                "step": step, "positions": len(ids), "bytes": held, "mha_bytes": mha,
-                "measured_bytes": measured_cache_bytes(past),
-            })  # fmt: skip
+            rows = memory_rows(facts, len(ids), past)
+            record.memory += [{"step": step, **row} for row in rows]
+            record.kv_cache.append(summary(rows, facts, step, len(ids)))
         record.ids = torch.tensor(ids)
         record.logprob, record.entropy = torch.stack(logprobs), torch.stack(entropies)
         record.query_positions = list(range(n0 - 1, len(ids)))

@@ -1,0 +1,129 @@
+"""The memory a generation keeps, per layer: the `memory` frame.
+
+Each layer kind (interp.trace.kinds) keeps zero or more kinds of memory (`HELD_BY`); each
+memory kind has a formula and a reader of the real cache object (`KINDS`):
+
+  kv          full attention: K and V, one entry per token: entries = n (each of KV heads x
+              (key + value width): 2 x d_head, or MLA's own widths)
+  sliding_kv  sliding attention: transformers keeps the last sliding_window - 1 tokens
+  ssm_state   a Mamba2 layer's recurrent state: one entry, heads x d_head x state size
+  conv_state  a Mamba2 layer's causal-conv window: conv_kernel entries of conv_dim channels
+
+bytes = entries x bytes per entry, in the model's dtype, for one sequence. `positions` is how
+many token positions the entry covers (a Mamba state summarises every token so far; a sliding
+window only its last tokens). Other kinds (DeepSeek-V4's compressed caches) register here.
+The per-step totals (`trace.kv_cache`) are the sum of this frame (interp.trace.kv_cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from interp.trace.facts import ModelFacts
+
+
+@dataclass(frozen=True)
+class MemoryKind:
+    """One kind of memory: how much it holds after n tokens, and how to read the real one."""
+
+    entries: Callable[[ModelFacts, int], int]  # slots held after n tokens
+    positions: Callable[[ModelFacts, int], int]  # token positions those slots cover
+    entry_bytes: Callable[[ModelFacts], int]  # bytes of one slot
+    measure: Callable[[object], int]  # bytes held by a transformers cache layer
+    grows_with_heads: bool = False  # bytes scale with key/value heads (GQA saves them)
+
+
+def _tensor_bytes(*tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _kv_measured(layer) -> int:
+    return _tensor_bytes(getattr(layer, "keys", None), getattr(layer, "values", None))
+
+
+def _states_measured(name: str) -> Callable[[object], int]:
+    def measure(layer) -> int:
+        return _tensor_bytes(*(getattr(layer, name, None) or {}).values())
+
+    return measure
+
+
+def _kv_entry(facts: ModelFacts) -> int:
+    m = facts.memory_shapes
+    width = m.get("k_head_dim", facts.d_head) + m.get("v_head_dim", facts.d_head)
+    return facts.n_key_value_heads * width * facts.dtype_bytes
+
+
+def _window(facts: ModelFacts, n: int) -> int:
+    return min(n, facts.memory_shapes["sliding_window"] - 1)
+
+
+def _ssm_entry(facts: ModelFacts) -> int:
+    m = facts.memory_shapes
+    return m["mamba_heads"] * m["mamba_d_head"] * m["ssm_state_size"] * facts.dtype_bytes
+
+
+def _conv_entry(facts: ModelFacts) -> int:
+    m = facts.memory_shapes
+    channels = m["mamba_heads"] * m["mamba_d_head"] + 2 * m["n_groups"] * m["ssm_state_size"]
+    return channels * facts.dtype_bytes
+
+
+KINDS: dict[str, MemoryKind] = {
+    "kv": MemoryKind(
+        lambda f, n: n, lambda f, n: n, _kv_entry, _kv_measured, grows_with_heads=True
+    ),
+    "sliding_kv": MemoryKind(_window, _window, _kv_entry, _kv_measured, grows_with_heads=True),
+    "ssm_state": MemoryKind(
+        lambda f, n: 1, lambda f, n: n, _ssm_entry, _states_measured("recurrent_states")
+    ),
+    "conv_state": MemoryKind(
+        lambda f, n: f.memory_shapes["conv_kernel"],
+        lambda f, n: min(n, f.memory_shapes["conv_kernel"]),
+        _conv_entry,
+        _states_measured("conv_states"),
+    ),
+}
+
+# Layer kind (a sub-block of interp.trace.kinds) -> the memory kinds it keeps, in order.
+HELD_BY: dict[str, tuple[str, ...]] = {
+    "attention": ("kv",),
+    "sliding_attention": ("sliding_kv",),
+    "mamba2": ("ssm_state", "conv_state"),
+}
+
+
+def layer_memory(facts: ModelFacts) -> list[tuple[int, str]]:
+    """(layer, memory kind) for every memory the model keeps, in layer order."""
+    return [
+        (layer, kind)
+        for layer, subs in enumerate(facts.layer_kinds)
+        for sub in subs
+        for kind in HELD_BY.get(sub, ())
+    ]
+
+
+def formula(facts: ModelFacts, kind: str, n: int) -> dict:
+    """positions, entries and bytes of one layer's `kind` after n tokens (one sequence)."""
+    spec = KINDS[kind]
+    entries = spec.entries(facts, n)
+    return {
+        "positions": spec.positions(facts, n),
+        "entries": entries,
+        "bytes": entries * spec.entry_bytes(facts),
+    }
+
+
+def memory_rows(facts: ModelFacts, n: int, past=None) -> list[dict]:
+    """One row per (layer, memory kind) after n tokens; measured in `past` when given."""
+    layers = getattr(past, "layers", None)
+    rows = []
+    for layer, kind in layer_memory(facts):
+        row = {"layer": layer, "kind": kind, **formula(facts, kind, n)}
+        if layers is not None:
+            row["measured_bytes"] = KINDS[kind].measure(layers[layer])
+        rows.append(row)
+    return rows

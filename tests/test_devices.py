@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import HANG_S
 
 import interp
 from interp.analysis.attribution import direct_logit_attribution, final_norm, sum_tolerance
@@ -53,7 +54,7 @@ def test_cli_bad_device_exits_2_with_one_line():
     for flags in (["--device", "gpu"], ["--dtype", "fp8"], ["--n-devices", "64"]):
         out = subprocess.run(
             [sys.executable, "-m", "interp.cli", "experts", "a b", *flags],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=HANG_S,
         )  # fmt: skip
         assert out.returncode == 2, out.stderr
         assert out.stderr.count("\n") == 1 and out.stderr.startswith("interp: error: ")

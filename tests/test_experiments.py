@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ def run_quick(script: str, out: Path, *extra: str) -> str:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -71,7 +72,7 @@ def test_a_mistake_is_one_line_and_exit_2(tmp_path):
     blocker.write_text("")
     for extra in (["--model", "no-such-model"], ["--out", str(blocker / "x.png")]):
         command = [sys.executable, str(ROOT / "experiments" / "moe_routing.py"), "--quick", *extra]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+        done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_S,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
         assert done.returncode == 2, done.stderr[-2000:]
         assert done.stderr.startswith("moe_routing.py: error: ") and done.stderr.count("\n") == 1

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import HANG_S
 
 import interp
 from interp.errors import InterpError
@@ -146,7 +147,7 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, monkeypatch):
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
+        env={**os.environ, **(env or {})}, timeout=HANG_S,
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "explore_hooks.ipynb"
@@ -50,7 +51,7 @@ def test_notebook_runs(kernel_for_this_python):
     client = NotebookClient(
         nb,
         kernel_name=kernel_for_this_python,
-        timeout=120,
+        timeout=HANG_S,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     client.execute()  # raises CellExecutionError on the first failing cell

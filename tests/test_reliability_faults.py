@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_S
 
 import interp
 from interp.models import cache
-
-TIMEOUT_S = 300
-
 
 # `interp` with each fsync slowed by 3 s: a written temporary file then stays in place long
 # enough for the test to see it and kill the process at exactly that point.
@@ -39,11 +37,11 @@ def _spawn(args: list[str], cache_dir: Path, cwd: Path, slow_fsync=False) -> sub
 
 def _kill_when(proc: subprocess.Popen, ready, sig: int) -> bool:
     """Send `sig` the moment `ready()` holds; False if the process ended first."""
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + HANG_S
     while proc.poll() is None and time.monotonic() < deadline:
         if ready():
             proc.send_signal(sig)
-            proc.wait(timeout=60)
+            proc.wait(timeout=HANG_S)
             return True
         time.sleep(0.001)
     proc.kill()
@@ -133,7 +131,7 @@ def test_killed_report_leaves_no_litter(tmp_path, sig, point):
         assert _litter(tmp_path) == []
     assert not (tmp_path / "out.html").exists()
     rerun = _spawn(args, tmp_path / "cache", tmp_path)
-    assert rerun.wait(timeout=TIMEOUT_S) == 0, rerun.stderr.read()
+    assert rerun.wait(timeout=HANG_S) == 0, rerun.stderr.read()
     assert _litter(tmp_path) == []  # a dead writer's temporary is swept
     assert (tmp_path / "out.html").read_text().rstrip().endswith("</html>")
 

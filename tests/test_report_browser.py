@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 from html_elements import Elements
 
 import interp
@@ -52,7 +53,7 @@ def open_page(chromium: str, page: Path, tmp_path: Path, *extra: str) -> dict:
     run = subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={run_dir / 'profile'}", f"--log-net-log={netlog}",
          *extra, page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=HANG_S,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     log = json.loads(netlog.read_text())

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import HANG_S
 
 from interp.cli import main
 from interp.corpus import documents
 from interp.survey.data import Corpus
 from interp.survey.output import Survey
 
-TORCHRUN = Path("/work/main/.venv/bin/torchrun")
+# The torchrun of the Python running the tests (a venv puts both in one bin/ folder).
+TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +108,14 @@ def test_kill_and_resume_gives_identical_counts(corpus_file, uninterrupted, tmp_
     command = [sys.executable, "-m", "interp.cli", *_command(corpus_file, out)]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / ".survey.checkpoint"
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_S
     while not list(checkpoints.glob("*.pt")) and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists() and list(checkpoints.glob("*.pt"))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     assert not checkpoints.exists()  # cleared once the survey is written
@@ -126,7 +128,7 @@ def test_torchrun_two_ranks_equals_one_process(corpus_file, uninterrupted, tmp_p
     command = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "interp.cli",
                *_command(corpus_file, out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_S, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     merged = Survey.load(out)
     assert merged.meta["world_size"] == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_S
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import interp
@@ -95,7 +96,7 @@ def test_same_seed_same_bytes(tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         command = [sys.executable, str(script), "--quick", "--seed", "3", "--out", str(out)]
-        subprocess.run(command, check=True, capture_output=True, timeout=900)
+        subprocess.run(command, check=True, capture_output=True, timeout=HANG_S)
         blobs.append((out / "model.safetensors").read_bytes())
     assert blobs[0] == blobs[1]
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -48,7 +49,7 @@ def browser():
 class Page:
     """One loaded page: its views' states, and what it logged."""
 
-    def __init__(self, driver, path: Path, timeout: float = 60, views: bool = True):
+    def __init__(self, driver, path: Path, timeout: float = HANG_S, views: bool = True):
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver, self.url = driver, path.resolve().as_uri()

@@ -25,4 +25,4 @@ test: lint
 	$(PY) -m pytest -q --durations=25
 
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow" --durations=25
+	$(PY) -m pytest -q --durations=25 -m "not slow"

@@ -7,10 +7,11 @@ import torch
 
 torch.set_grad_enabled(False)
 
-# Every wall-clock limit in the tests only stops a hang: speed belongs in benchmarks/. The
-# slowest subprocess (an experiment's --quick run) takes ~1 min on an idle 2-core machine and
-# was seen 6x slower under load, so the limit sits far above anything a busy machine produces.
-HANG_S = 3600
+# Every timeout and deadline in the tests only stops a hang; it never judges speed (that belongs
+# in benchmarks/). On a loaded 2-core machine the suite ran 6x slower than idle and a 300 s
+# subprocess limit failed a healthy test, so the limit sits far above the slowest run seen under
+# load. Tests import it: `from conftest import HANG_S`.
+HANG_S = 2400
 
 
 @pytest.fixture(scope="session")

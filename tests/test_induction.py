@@ -233,6 +233,7 @@ def smollm_induction(smollm):
     return interventions.induction_heads(smollm, seq_len=30, batch=3, seed=0, top=5, draws=2)
 
 
+@pytest.mark.slow
 def test_smollm_has_induction_heads_and_learns_in_context(smollm, smollm_induction):
     heads, losses = smollm_induction["heads"], smollm_induction["losses"]
     assert (smollm_induction["scores"].induction > 0.5).sum() >= 3
@@ -245,6 +246,7 @@ def test_smollm_has_induction_heads_and_learns_in_context(smollm, smollm_inducti
     assert probe["low"] == 17 and probe["high"] == 49152 and probe["sink"] == 1
 
 
+@pytest.mark.slow
 def test_smollm_top_heads_matter_more_than_random_heads(smollm_induction):
     effects = smollm_induction["effects"].set_index("mode")
     ablation = smollm_induction["ablation"]
@@ -255,6 +257,7 @@ def test_smollm_top_heads_matter_more_than_random_heads(smollm_induction):
         assert effects.loc[mode, "confirmed"]
 
 
+@pytest.mark.slow
 def test_smollm_induction_heads_have_both_kinds_of_evidence(smollm_induction):
     heads, null = smollm_induction["heads"], smollm_induction["null"]
     flagged = heads[heads.induction_head]

@@ -51,7 +51,7 @@ def test_notebook_runs(kernel_for_this_python):
     client = NotebookClient(
         nb,
         kernel_name=kernel_for_this_python,
-        timeout=HANG_S,  # per cell
+        timeout=HANG_S,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     client.execute()  # raises CellExecutionError on the first failing cell

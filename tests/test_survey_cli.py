@@ -19,7 +19,8 @@ from interp.corpus import documents
 from interp.survey.data import Corpus
 from interp.survey.output import Survey
 
-TORCHRUN = Path(sys.executable).parent / "torchrun"  # the torchrun of this venv
+# The torchrun of the Python running the tests (a venv puts both in one bin/ folder).
+TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_kill_and_resume_gives_identical_counts(corpus_file, uninterrupted, tmp_
     command = [sys.executable, "-m", "interp.cli", *_command(corpus_file, out)]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / ".survey.checkpoint"
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_S
     while not list(checkpoints.glob("*.pt")) and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"

@@ -204,7 +204,7 @@ def test_save_and_load_round_trip(llama, tmp_path):
     assert loaded.meta["sampling"] == trace.meta["sampling"]
 
 
-def test_bad_requests_are_one_line_errors(llama, smollm):
+def test_bad_requests_are_one_line_errors(llama):
     with pytest.raises(InterpError, match="max_new_tokens"):
         interp.trace(llama, _ids(4), max_new_tokens=-1)
     with pytest.raises(InterpError, match="unknown capture 'blocks.99.hook_resid_pre'"):
@@ -213,5 +213,10 @@ def test_bad_requests_are_one_line_errors(llama, smollm):
         interp.trace(llama, _ids(60), max_new_tokens=10)
     with pytest.raises(InterpError, match="token ids"):
         interp.trace(llama, [torch.tensor([5, 500])])
+
+
+@pytest.mark.slow
+def test_a_blank_prompt_is_one_line_error(smollm):
+    """Text needs a tokenizer: the tiny test models have none."""
     with pytest.raises(InterpError, match="empty"):
         interp.trace(smollm, "   ")

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -48,8 +49,7 @@ def browser():
 class Page:
     """One loaded page: its views' states, and what it logged."""
 
-    # A limit that only stops a hang (a busy machine slows page loads many times over).
-    def __init__(self, driver, path: Path, timeout: float = 600, views: bool = True):
+    def __init__(self, driver, path: Path, timeout: float = HANG_S, views: bool = True):
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.driver, self.url = driver, path.resolve().as_uri()

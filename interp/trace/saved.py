@@ -22,7 +22,8 @@ SAMPLING = {"temperature": float, "top_k": int, "top_p": float, "seed": int}
 CFG = {"n_layers": int, "n_heads": int, "n_key_value_heads": int, "d_model": int, "d_head": int,
        "d_vocab": int, "n_ctx": int}  # fmt: skip
 CFG_OPTIONAL = {"moe_layers": [int], "n_experts": int, "top_k": int, "router": (str, type(None)),
-                "renormalise_top_k": bool, "n_shared": int, "dtype": str}  # fmt: skip
+                "renormalise_top_k": bool, "n_shared": int, "dtype": str,
+                "layer_kinds": [[str]], "n_streams": int, "memory_shapes": dict}  # fmt: skip
 MAX_SIZE = 2**24
 MAX_PROMPT_CHARS = 2**24  # a prompt's text as kept in meta: far beyond any context
 TOKENS = {"prompt": "int", "pos": "int", "token_id": "int", "token": "str", "generated": "bool"}
@@ -33,7 +34,7 @@ def read_meta(directory: Path) -> dict:
     meta = validate.fields(validate.json_file(meta_file), meta_file, META_KEYS, META_OPTIONAL)
     validate.fields(meta["sampling"], f"{meta_file} 'sampling'", {}, SAMPLING)
     cfg = validate.fields(meta["cfg"], f"{meta_file} 'cfg'", CFG, CFG_OPTIONAL)
-    for key in (*CFG, "n_experts", "top_k", "n_shared"):
+    for key in (*CFG, "n_experts", "top_k", "n_shared", "n_streams"):
         low = 0 if key in ("n_experts", "top_k", "n_shared") else 1
         validate.integer(cfg.get(key, low), f"{meta_file} 'cfg' {key}", low=low, high=MAX_SIZE)
     if set(cfg) - set(CFG) - set(CFG_OPTIONAL):

@@ -255,3 +255,12 @@ def main(recipe: Recipe, description: str, controls: dict[str, Recipe] | None = 
     args = parser.parse_args()
     chosen = controls[args.control] if getattr(args, "control", None) else recipe
     train(chosen, args.seed, args.quick, args.out)
+
+
+def trained(recipe: Recipe, seed: int, quick: bool) -> Path:
+    """A control's checkpoint, trained on first use into reports/controls/ (not shipped; the
+    same seed gives the same weights, so a kept copy is as good as a fresh one)."""
+    out = ROOT / "reports" / "controls" / f"{recipe.name}-seed{seed}{'-quick' if quick else ''}"
+    if not (out / "training_log.json").is_file():
+        train(recipe, seed, quick, out)
+    return out

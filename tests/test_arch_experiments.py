@@ -68,3 +68,14 @@ def test_position_without_encoding_full(tmp_path):
 @pytest.mark.slow
 def test_residual_highways_full(tmp_path):
     check_highways(run("residual_highways.py", tmp_path / "r.png"))
+
+
+def test_memory_palace_quick(tmp_path):
+    text = run("memory_palace.py", tmp_path / "m.png", "--quick")
+    # The formulas equal every tensor byte of the real caches, per layer, at every n.
+    assert "held: largest |formula - measured| over every layer and n: 0 bytes" in text
+    rows = dict(re.findall(r"^  (\S+(?: K2)?)\s+n=\s*4096:\s+([\d,]+) B/token", text, re.M))
+    # SmolLM2-135M by hand: 30 layers x K and V x 3 KV heads x 64 dims x 2 bytes (bfloat16).
+    assert int(rows["SmolLM2-135M"].replace(",", "")) == 30 * 2 * 3 * 64 * 2
+    # MLA caches its latent: 61 layers x (512 + 64) x 2 bytes, whatever the head count.
+    assert rows["DeepSeek-V3"] == rows["Kimi K2"] == f"{61 * 576 * 2:,}"

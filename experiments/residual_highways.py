@@ -43,8 +43,9 @@ from transformers.models.deepseek_v4.modeling_deepseek_v4 import (  # noqa: E402
 )
 
 from interp.corpus import DOMAINS, held_out_windows  # noqa: E402
+from interp.errors import InterpError  # noqa: E402
 from interp.files import save_figure  # noqa: E402
-from interp.models.zoo import ZOO  # noqa: E402
+from interp.models.zoo import WEIGHTS  # noqa: E402
 from interp.scripts import run_script  # noqa: E402
 
 SEQ_LEN = 64
@@ -81,8 +82,11 @@ def measure(path: Path, windows: int, constrained: bool) -> dict:
 
 def run(args: argparse.Namespace) -> None:
     windows = 2 if args.quick else args.windows
+    path = WEIGHTS / "tiny-deepseek-v4"
+    if not (path / "config.json").is_file():  # not shipped yet: its training did not fit
+        raise InterpError(f"no weights in {path}: run experiments/train_tiny_deepseek_v4.py")
     results = {
-        "tiny-deepseek-v4": measure(ZOO["tiny-deepseek-v4"].path(), windows, True),
+        "tiny-deepseek-v4": measure(path, windows, True),
         "no Sinkhorn": measure(
             trained(CONTROLS["unconstrained"], args.seed, args.quick), windows, False
         ),

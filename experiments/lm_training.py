@@ -242,11 +242,25 @@ def train(recipe: Recipe, seed: int, quick: bool, out: Path | None) -> dict:
     return log
 
 
-def main(recipe: Recipe, description: str) -> None:
-    """The command line both training scripts share: --quick, --out, --seed."""
+def main(recipe: Recipe, description: str, controls: dict[str, Recipe] | None = None) -> None:
+    """The command line the training scripts share: --quick, --out, --seed, and --control
+    NAME where a script also trains the control models its experiments compare against."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint directory")
     parser.add_argument("--seed", type=int, default=0)
+    if controls:
+        parser.add_argument("--control", choices=sorted(controls), default=None,
+                            help="train this control instead of the zoo model")  # fmt: skip
     args = parser.parse_args()
-    train(recipe, args.seed, args.quick, args.out)
+    chosen = controls[args.control] if getattr(args, "control", None) else recipe
+    train(chosen, args.seed, args.quick, args.out)
+
+
+def trained(recipe: Recipe, seed: int, quick: bool) -> Path:
+    """A control's checkpoint, trained on first use into reports/controls/ (not shipped; the
+    same seed gives the same weights, so a kept copy is as good as a fresh one)."""
+    out = ROOT / "reports" / "controls" / f"{recipe.name}-seed{seed}{'-quick' if quick else ''}"
+    if not (out / "training_log.json").is_file():
+        train(recipe, seed, quick, out)
+    return out

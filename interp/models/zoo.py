@@ -43,6 +43,13 @@ ZOO: dict[str, ZooEntry] = {
             "bias) trained by experiments/train_many_experts.py",
         ),
         ZooEntry(
+            "tiny-hybrid",
+            "hf_dir",
+            "Nemotron-H-class hybrid (Mamba2, MoE, Mamba2, MoE, attention, MoE; no positional "
+            "encoding; sigmoid + bias router, shared expert) trained by "
+            "experiments/train_tiny_hybrid.py",
+        ),
+        ZooEntry(
             "attn-only-1l",
             "native_dir",
             "1-layer attention-only model (experiments/induction_needs_two_layers.py)",

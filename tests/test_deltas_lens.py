@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from interp.analysis.attribution import direct_logit_attribution, final_norm
 from interp.analysis.deltas import delta_summary, deltas, write_sizes
-from interp.analysis.lens import decision_depth, logit_lens
+from interp.analysis.lens import decision_depth, lasting_agreement, logit_lens
 from interp.analysis.lookups import attention_lookups, lookup_summary, neuron_hooks, soft_lookups
 from interp.plots.residual import dla_bar, lens_heatmap, lookups_plot, norms_plot
 
@@ -160,3 +160,10 @@ def test_soft_lookups_and_figures(france):
     _, lens = logit_lens(trace, k=1)
     for fig in (lookups_plot(lookups), norms_plot(frame), lens_heatmap(lens)):
         assert isinstance(fig, Figure)
+
+
+def test_lasting_agreement_is_one_past_the_last_disagreement():
+    # Columns: agrees from stream 2; agrees everywhere; never agrees; agrees only at stream 0.
+    top1 = torch.tensor([[5, 1, 9, 4], [7, 1, 9, 0], [5, 1, 9, 0]])
+    final = torch.tensor([5, 1, 3, 4])
+    assert lasting_agreement(top1, final).tolist() == [2, 0, 3, 3]

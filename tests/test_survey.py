@@ -198,8 +198,15 @@ def test_decision_depth_equals_transformers_lens(moe, surveyed, traced):
     assert (surveyed.decision_depth["count"].to_numpy() == want).all()
 
 
-def test_batched_equals_one_window_at_a_time(moe, corpus_file, surveyed):
+def test_batched_equals_one_window_at_a_time(moe, corpus_file, surveyed, traced):
     single = interp.survey(moe, corpus_file, seq_len=SEQ, batch_size=1, seed=3)
+    # One window per batch: per-batch MaxVio is each window's own, from the trace's routing.
+    f = traced[2].groupby(["layer", "prompt", "expert"])["selected"].sum().unstack()
+    vio = 16 * f.max(axis=1) / f.sum(axis=1) - 1.0
+    got = single.expert_layers.set_index("layer")
+    np.testing.assert_allclose(got["max_vio_batch"], vio.groupby("layer").mean(), rtol=1e-5)
+    std = vio.groupby("layer").std(ddof=0)
+    np.testing.assert_allclose(got["max_vio_batch_std"], std, rtol=1e-3, atol=1e-5)
     for name, frame in surveyed.tables.items():
         other = single.tables[name]
         if name == "expert_layers":  # per-batch MaxVio depends on the batch, by definition

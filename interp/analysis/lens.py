@@ -72,20 +72,25 @@ def logit_lens(
     return top, lens
 
 
+def lasting_agreement(top1: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """The decision depth itself, shared by the lens here and the survey's histogram: per
+    column of `top1` [streams, n] (the lens's top-1 at each stream, in depth order), the first
+    stream index from which it equals `final` [n] through the last stream; `streams` when even
+    the last disagrees. Depth = 1 + the last disagreement."""
+    order = torch.arange(1, top1.shape[0] + 1, device=top1.device)[:, None]
+    return (order * (top1 != final)).max(0).values
+
+
 def decision_depth(lens: pd.DataFrame) -> pd.DataFrame:
     """Per (prompt, pos): the first layer from which the lens top-1 equals the final top-1 and
     stays equal through the last layer (the model's own top-1 at that position)."""
     rows = []
     for (prompt, pos), g in lens.groupby(["prompt", "pos"], sort=True):
         g = g.sort_values("layer")
-        final = g["top1_id"].iloc[-1]
-        agree = (g["top1_id"] == final).to_numpy()
-        # Walk back from the last layer while the lens still agrees.
-        depth = len(agree)
-        while depth > 0 and agree[depth - 1]:
-            depth -= 1
+        top1 = torch.tensor(g["top1_id"].to_numpy())
+        depth = int(lasting_agreement(top1[:, None], top1[-1:])[0])
         rows.append(
-            (prompt, pos, int(final), g["top1"].iloc[-1], int(g["layer"].iloc[depth]),
-             len(agree))
+            (prompt, pos, int(top1[-1]), g["top1"].iloc[-1], int(g["layer"].iloc[depth]),
+             len(top1))
         )  # fmt: skip
     return pd.DataFrame(rows, columns=["prompt", "pos", "final_id", "final", "depth", "n_layers"])

@@ -34,8 +34,7 @@ TOKEN_TABLE_MAX_BYTES = 1 << 30
 
 class ExpertStats:
     def __init__(self, model, acc: Accumulators, domains: list[str], facts: dict):
-        self.layers = facts["moe_layers"]
-        self.routers = routers(model)
+        self.model, self.layers = model, facts["moe_layers"]
         L, E, V, D = len(self.layers), facts["n_experts"], facts["d_vocab"], len(domains)
         self.n_experts, self.top_k = E, facts["top_k"]
         self.edges = torch.linspace(0, math.log(E), ENTROPY_BINS + 1)
@@ -60,22 +59,24 @@ class ExpertStats:
         self.vio_sq = acc.sums("max_vio_batch_sq", L)
         self.batches = acc.counts("batches")
         self.batch: Batch | None = None
-        self.selected: dict[int, torch.Tensor] = {}  # this batch's [batch*pos, E] selections
+        self.selected: dict[int, tuple] = {}  # this batch's ([tokens, k] experts, [E] load)
 
     def hooks(self) -> list[tuple[str, object]]:
         return []  # the routers are read from their Hugging Face modules (`module_hooks`)
 
     def module_hooks(self) -> list[tuple[torch.nn.Module, object]]:
-        return [(self.routers[layer].module, capture_hook(self.routers[layer], self._store(i)))
+        # Found here, not in __init__, so recorded routing can be counted with no model.
+        found = routers(self.model)
+        return [(found[layer].module, capture_hook(found[layer], self._store(i)))
                 for i, layer in enumerate(self.layers)]  # fmt: skip
 
     def start(self, batch: Batch) -> None:
         self.batch, self.selected = batch, {}
         self.rows = batch.valid.flatten()
         self.ids = batch.ids.flatten()[self.rows]
-        # Per routed token: a one-hot of the (domain, half) cell it counts in.
+        # Per routed token: the (domain, half) cell it counts in.
         cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
-        self.cell = torch.nn.functional.one_hot(cell, self.domain.shape[0] * 2).float()
+        self.cell = cell[self.rows]
         if self.seen is not None:
             self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
@@ -91,24 +92,29 @@ class ExpertStats:
         return store
 
     def _count(self, i: int, chosen: torch.Tensor) -> None:
-        onehot = torch.zeros(len(chosen), self.n_experts, device=chosen.device)
-        onehot.scatter_(1, chosen, 1.0)
-        onehot *= self.rows[:, None]
-        self.selected[i] = onehot
-        self.count[i] += onehot.sum(0).long()
+        # Index counts (bincount of flat ids), not one-hot products: a token adds k ids and
+        # k x k pairs instead of a one-hot [tokens, E] and its E x E products.
+        E = self.n_experts
+        chosen = chosen.long()
+        real = chosen[self.rows]  # [tokens, k], distinct experts per token
+        load = torch.bincount(real.flatten(), minlength=E)
+        self.selected[i] = (real, load)
+        self.count[i] += load
         # Every pair of the k chosen (the diagonal: the expert's own count).
-        self.coact[i] += (onehot.T @ onehot).long()
+        self.coact[i] += _pairs(real, real, E)
         if i > 0 and self.layers[i - 1] == self.layers[i] - 1:
-            self.transitions[i - 1] += (self.selected[i - 1].T @ onehot).long()
-        per_pos = onehot.view(*self.batch.ids.shape, -1)
-        self.reuse[i] += (per_pos[:, 1:] * per_pos[:, :-1]).sum().long()
-        cells = self.cell.T @ onehot  # [domain * half, E]
-        self.domain[:, :, i] += cells.view(-1, 2, self.n_experts).long()
+            self.transitions[i - 1] += _pairs(self.selected[i - 1][0], real, E)
+        per_pos = chosen.view(*self.batch.ids.shape, -1)
+        shared = (per_pos[:, 1:, :, None] == per_pos[:, :-1, None, :]).sum((-1, -2))
+        self.reuse[i] += (shared * self.batch.pairs).sum()
+        cells = torch.bincount((self.cell[:, None] * E + real).flatten(),
+                               minlength=self.domain.shape[0] * 2 * E)  # fmt: skip
+        self.domain[:, :, i] += cells.view(-1, 2, E)
         if self.tokens is None:
             return
         # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
         vocab = self.tokens.shape[-1]
-        pairs = (chosen[self.rows] * vocab + self.ids[:, None]).flatten()
+        pairs = (real * vocab + self.ids[:, None]).flatten()
         self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
             self.n_experts, vocab
         )
@@ -116,8 +122,7 @@ class ExpertStats:
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         self.pairs += batch.pairs.sum()
         self.batches += 1
-        for i, onehot in self.selected.items():
-            f = onehot.sum(0)
+        for i, (_, f) in self.selected.items():
             vio = self.n_experts * f.max() / f.sum() - 1.0
             self.vio_sum[i] += vio
             self.vio_sq[i] += vio**2
@@ -125,6 +130,12 @@ class ExpertStats:
 
     def tables(self, acc: dict[str, torch.Tensor], domains: list[str], tokenizer) -> dict:
         return expert_tables(acc, self.layers, self.top_k, domains, tokenizer, self.edges)
+
+
+def _pairs(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
+    """[n, n] counts of (a[t, j], b[t, l]) over tokens t and every j, l."""
+    flat = (a[:, :, None] * n + b[:, None, :]).flatten()
+    return torch.bincount(flat, minlength=n * n).view(n, n)
 
 
 def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd.DataFrame]:

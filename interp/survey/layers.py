@@ -14,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from interp.analysis.lens import lasting_agreement
 from interp.survey.accumulators import Accumulators, histogram, log_edges
 from interp.survey.batch import Batch
 from interp.vocab import logsumexp
@@ -81,10 +82,8 @@ class LayerStats:
         # once per batch, not once per layer (on a large vocabulary, that read is the cost).
         streams = torch.stack([self.lens[d] for d in range(self.n_layers)])
         top = self.model.unembed(self.model.ln_final(streams)).argmax(-1)  # [layer, token]
-        # agree[d]: the lens at stream d picks the final top-1; depth = 1 + last disagreement.
-        agree = top == final
-        disagree = torch.arange(1, self.n_layers + 1, device=agree.device)[:, None] * ~agree
-        depth = disagree.max(0).values
+        # The output stream (d = L) is the final top-1 itself, so depth lies in [0, L].
+        depth = lasting_agreement(top, final)
         self.depth += torch.bincount(depth, minlength=self.n_layers + 1)
         # Next-token loss of every real token with a real successor, float32: logsumexp minus
         # the target's logit, which reads the logits once and writes no [pos, vocab] copy.

@@ -157,3 +157,19 @@ def test_cli_bad_input_exits_2_with_one_line(argv, message, monkeypatch, capsys)
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and message in captured.err
+
+
+def test_generation_without_a_kv_cache_matches_the_full_forward(two_layer):
+    """The native models keep no KV cache: each generated step's logits must still be the
+    full forward's at that position (a cache-less one-token step would see only itself)."""
+    import interp
+
+    prompt = torch.tensor([1, 5, 7, 9, 5, 7])
+    trace = interp.trace(two_layer, prompt, max_new_tokens=4)
+    record = trace.records[0]
+    full = two_layer(record.ids[None])[0]
+    assert torch.allclose(record.query_logits, full[len(prompt) - 1 :], atol=1e-5)
+    # Greedy: each chosen token is the argmax of the full forward one position earlier.
+    assert record.ids[len(prompt) :].tolist() == full[len(prompt) - 1 : -1].argmax(-1).tolist()
+    assert record.ids[len(prompt) : len(prompt) + 2].tolist() == [9, 5]  # induction continues
+    assert list(trace.sampling["step"].unique()) == [1, 2, 3, 4]

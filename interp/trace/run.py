@@ -284,6 +284,8 @@ class _Runner:
         generator = torch.Generator().manual_seed(sampling.seed)
         n0 = len(prompt)
         captured, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
+        if past is None:  # the model keeps no KV cache (TL-native zoo models)
+            return self._generate_by_rerunning(prompt, steps, sampling, logits, generator)
         parts = [assemble.slice_capture(captured, 0, n0)]
         raw_parts = {name: [t[0]] for name, t in raw.items()}
         ids, step_logits = prompt.tolist(), [logits[0, -1].float().cpu()]
@@ -317,6 +319,32 @@ class _Runner:
         record.query_logits = torch.stack(step_logits)
         record.tensors = assemble.concat_steps(parts, len(ids))
         record.tensors.update({name: _join_steps(name, ts) for name, ts in raw_parts.items()})
+        return record
+
+    def _generate_by_rerunning(self, prompt, steps, sampling, logits, generator) -> PromptRecord:
+        """Generation for a model that keeps no KV cache: each token is chosen from a forward
+        over the whole sequence so far (the user's hooks see those forwards), then one forward
+        over prompt + continuation captures everything. A single-token step without a cache
+        would attend to nothing but itself."""
+        ids, rows = prompt.tolist(), []
+        last = logits[0, -1].float().cpu()
+        for step in range(1, steps + 1):
+            token = sampling.choose(last, generator)
+            rows += sampling_rows(step, len(ids), last, sampling, token, self.model.tokenizer)
+            ids.append(token)
+            if step < steps:
+                with self.model.hooks(fwd_hooks=self.user_hooks), _bridge_faults():
+                    last = self.model(torch.tensor([ids], device=self.device))[0, -1]
+                last = last.float().cpu()
+        n0, full = len(prompt), torch.tensor(ids)
+        queries = list(range(n0 - 1, len(ids)))
+        captured, raw, logits, _ = self._forward(full[None], torch.tensor([queries]), cache=False)
+        tensors = assemble.slice_capture(captured, 0, len(ids))
+        tensors.update({name: _positions(name, t[0], len(ids)) for name, t in raw.items()})
+        logprob, ent = _token_stats(logits[0], full)
+        query_logits = logits[0, n0 - 1 :].float().cpu()
+        record = PromptRecord(full, n0, logprob, ent, queries, query_logits, tensors)
+        record.sampling = rows
         return record
 
 

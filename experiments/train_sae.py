@@ -143,9 +143,11 @@ def train(acts: torch.Tensor, d_sae: int, k: int, steps: int, seed: int, batch: 
         with torch.no_grad():
             p["W_dec"] /= p["W_dec"].norm(dim=1, keepdim=True)
         fvu = float(err.detach() / var)
-        curve.append({"step": step, "fvu": fvu, "aux": float(aux), "dead": int(dead.sum())})
+        curve.append(
+            {"step": step, "fvu": fvu, "aux": float(aux.detach()), "dead": int(dead.sum())}
+        )
         if step % 50 == 0 or step == steps - 1:
-            log(f"step {step}: fvu {fvu:.4f} aux {float(aux):.4f} dead {int(dead.sum())}")
+            log(f"step {step}: fvu {fvu:.4f} aux {float(aux.detach()):.4f} dead {int(dead.sum())}")
     return {n: t.detach().contiguous() for n, t in p.items()}, curve
 
 
@@ -170,13 +172,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--windows", type=int, default=None, help="training windows of 128 tokens")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--d-sae", type=int, default=4096)
+    ap.add_argument("--d-sae", type=int, default=2048)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--eval-windows", type=int, default=48)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--eval-windows", type=int, default=16)
     args = ap.parse_args()
     n_win, steps, d_sae, n_eval = (
-        (8, 20, 256, 4) if args.quick else (2400, 600, args.d_sae, args.eval_windows)
+        (8, 20, 256, 4) if args.quick else (320, 400, args.d_sae, args.eval_windows)
     )
     n_win, steps = args.windows or n_win, args.steps or steps
     torch.manual_seed(args.seed)

@@ -35,7 +35,7 @@ import train_sae  # noqa: E402
 
 import interp  # noqa: E402
 from interp import scripts  # noqa: E402
-from interp.analysis.attribution import _readout_direction, final_norm  # noqa: E402
+from interp.analysis.attribution import final_norm, readout_direction  # noqa: E402
 from interp.files import save_figure  # noqa: E402
 from interp.runs.features import ablate_features  # noqa: E402
 
@@ -89,7 +89,7 @@ def main() -> None:
         with torch.no_grad():
             answer = int(model(tokens)[0, -1].argmax())
         base_logp, base_rank = answer_stats(model, tokens, answer, [])
-        u, _ = _readout_direction(final.double(), norm, W_U[:, answer].double())
+        u, _ = readout_direction(final.double(), norm, W_U[:, answer].double())
         acts = sae.encode(x)
         effect = direct_effects(acts, sae.W_dec, u)
         active = acts.nonzero().flatten()

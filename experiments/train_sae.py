@@ -198,10 +198,10 @@ def main() -> None:
     del acts
     save(weights, args.out, args.k, {"seconds_collect": round(t_collect)})  # kept if eval dies
     print(f"trained in {t_train:.0f}s", flush=True)
-    from interp.features.load import _build
+    from interp.features.load import build
     from interp.runs.features import dictionary_metrics
 
-    sae = _build("trained", str(args.out), "topk", weights, HOOK, HOOK, {"k": args.k})
+    sae = build("trained", str(args.out), "topk", weights, HOOK, HOOK, {"k": args.k})
     eval_tokens = windows(tok, held_out(), n_eval, args.seed + 1)
     x = collect(model, eval_tokens)
     acts_e, recon = sae.forward(x)

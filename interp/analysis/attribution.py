@@ -92,7 +92,7 @@ def sum_tolerance(dtype: str) -> float:
     return max(1e-2, 4 * torch.finfo(getattr(torch, dtype)).eps)
 
 
-def _readout_direction(x: torch.Tensor, norm: FinalNorm, direction: torch.Tensor):
+def readout_direction(x: torch.Tensor, norm: FinalNorm, direction: torch.Tensor):
     """(u, offset): with the scale frozen at x, the logit (difference) from a write c is c . u,
     and the norm's own bias adds offset."""
     if norm.kind == "none":
@@ -159,7 +159,7 @@ def direct_logit_attribution(
     if other is not None:
         direction, real = direction - W_U[:, other], real - logits[other]
         bias = bias - b_U[other]
-    u, norm_offset = _readout_direction(resid[-1, pos], norm, direction)
+    u, norm_offset = readout_direction(resid[-1, pos], norm, direction)
 
     z = trace.tensor("z", prompt)[:, pos].double()  # [L, H, d_head]
     heads = torch.einsum("lhe,lhed->lhd", z, trace.weights["W_O"].detach().double())  # [L, H, d]

@@ -93,7 +93,7 @@ def _saelens(directory: Path, hook: str | None, hook_out: str | None) -> Diction
         arch = TRANSCODERS[arch]
     hook_in = hook or _meta(cfg, "hook_name")
     out = hook_out or _meta(cfg, "hook_name_out") or hook_in
-    return _build(directory.name, str(directory), arch, weights, hook_in, out, cfg)
+    return build(directory.name, str(directory), arch, weights, hook_in, out, cfg)
 
 
 def _gemma_scope(path: Path, hook: str | None, hook_out: str | None) -> Dictionary:
@@ -108,10 +108,10 @@ def _gemma_scope(path: Path, hook: str | None, hook_out: str | None) -> Dictiona
     out = hook_out or _meta(cfg, "hook_name_out") or hook_in
     defaults = {"apply_b_dec_to_input": False}  # Gemma Scope encodes x, not x - b_dec
     name = path.parent.name if path.name == NPZ else path.stem
-    return _build(name, str(path), "jumprelu", weights, hook_in, out, {**defaults, **cfg})
+    return build(name, str(path), "jumprelu", weights, hook_in, out, {**defaults, **cfg})
 
 
-def _build(name, where, arch, weights, hook_in, hook_out, cfg) -> Dictionary:
+def build(name, where, arch, weights, hook_in, hook_out, cfg) -> Dictionary:
     if arch not in ARCHITECTURES:
         raise InterpError(
             f"{where}: architecture {arch!r} is not read here (use one of "

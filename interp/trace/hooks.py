@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable
 
 import torch
 
+from interp.trace import streams
 from interp.trace.routers import capture_hook
 from interp.vocab import prob_entropy
 
@@ -66,6 +67,12 @@ class Capture:
         for name in ROUTER_TENSORS:
             setattr(self, name, LayerStack(n_routed))
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
+        # Several streams (mHC, interp.trace.streams): resid is [layer+1 B T N d]; per layer
+        # the streams between its sub-blocks, and per (layer, sub-block) slot 2 * layer + sub
+        # the collapse / expand weights [.. B T N] and the mixing matrix [.. B T N N].
+        self.resid_mid = LayerStack(n_layers)
+        self.hc_pre, self.hc_post = LayerStack(2 * n_layers), LayerStack(2 * n_layers)
+        self.hc_comb = LayerStack(2 * n_layers)
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
@@ -80,6 +87,32 @@ def _store(target: LayerStack, slot: int):
         target.put(slot, tensor)
 
     return hook
+
+
+def _stream_hooks(cap: Capture, model, layer: int, last: bool) -> list[tuple[str, object]]:
+    """One mHC layer's residual captures: the streams at its boundaries, its sub-blocks'
+    outputs, and each hyper-connection's pre / post / comb (interp.trace.streams)."""
+    prefix = f"blocks.{layer}"
+    out = [
+        (f"{prefix}.hook_in", _store(cap.resid, layer)),
+        (f"{prefix}.mlp_hc.hook_in", _store(cap.resid_mid, layer)),
+        (f"{prefix}.attn.hook_out", _store(cap.attn_out, layer)),
+        (f"{prefix}.mlp.hook_out", _store(cap.mlp_out, layer)),
+    ]
+    for sub, name in enumerate(streams.SUB_BLOCKS):
+        slot, module = 2 * layer + sub, streams.hf_hyper_connection(model, layer, sub)
+
+        def pre(tensor, hook, slot=slot, module=module) -> None:
+            cap.hc_pre.put(slot, streams.hc_pre(module, tensor.detach()))
+
+        out += [
+            (f"{prefix}.{name}_hc.hook_in", pre),
+            (f"{prefix}.{name}_hc.hook_post", _store(cap.hc_post, slot)),
+            (f"{prefix}.{name}_hc.hook_comb", _store(cap.hc_comb, slot)),
+        ]
+    if last:
+        out.append((f"{prefix}.hook_out", _store(cap.resid, layer + 1)))
+    return out
 
 
 def _row_stats(pattern: torch.Tensor, k: int):
@@ -189,10 +222,13 @@ def build_hooks(
     hooks: list[tuple[str, object]] = []
     n_layers = model.cfg.n_layers
     hybrid = "blocks.0.hook_mixer_out" in hook_names
+    several = "blocks.0.attn_hc.hook_comb" in hook_names  # mHC: several residual streams
     cap = Capture(n_layers, n_routed, hybrid)
     for layer in range(n_layers):
         prefix = f"blocks.{layer}"
-        if "residual" in groups and hybrid:
+        if "residual" in groups and several:
+            hooks += _stream_hooks(cap, model, layer, layer == n_layers - 1)
+        elif "residual" in groups and hybrid:
             stack = getattr(cap, stage_of(kinds[layer][0]))
             hooks += [
                 (f"{prefix}.hook_resid_pre", _store(cap.resid, layer)),

@@ -55,6 +55,8 @@ def layer_kinds(model, routed) -> list[tuple[str, ...]]:
     default = "sliding_attention" if getattr(config, "sliding_window", None) else "full_attention"
     types = getattr(config, "layer_types", None) or [default] * n
     ff = ["moe" if layer in routed else "mlp" for layer in range(n)]
+    if getattr(config, "model_type", None) == "deepseek_v4":  # "hash_moe" or "moe" per layer
+        ff = list(config.mlp_layer_types)
     return [(_LAYER_TYPES.get(t, t), ff[layer]) for layer, t in enumerate(types[:n])]
 
 

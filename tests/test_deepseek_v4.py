@@ -1,0 +1,133 @@
+"""DeepSeek-V4 (several residual streams, compressed attention, hash and top-k routing) traced
+with generation on a tiny random checkpoint, against transformers' own modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_router_families import _expert_output, _shared_outputs
+
+import interp
+from interp.analysis.streams import mixing_gain
+from interp.trace import streams
+from interp.trace.routers import routers
+
+IDS = torch.tensor([3, 17, 42, 8, 99, 23, 5, 61, 9, 11])
+
+
+@pytest.fixture(scope="module")
+def traced(tiny_deepseek_v4):
+    return interp.trace(tiny_deepseek_v4, IDS, max_new_tokens=3)
+
+
+def test_facts_name_kinds_streams_and_routers(traced):
+    facts = traced.facts
+    assert facts.n_streams == 4
+    assert facts.layer_kinds == [
+        ("sliding_attention", "hash_moe"), ("compressed_sparse_attention", "moe"),
+        ("heavily_compressed_attention", "moe"), ("compressed_sparse_attention", "moe"),
+    ]  # fmt: skip
+    assert facts.router_families == ["hash", "score_topk", "score_topk", "score_topk"]
+
+
+def test_logits_with_generation_equal_the_model(tiny_deepseek_v4, traced):
+    record = traced.records[0]
+    full = tiny_deepseek_v4.original_model(record.ids[None]).logits[0, len(IDS) - 1 :]
+    error = (record.query_logits - full.float()).abs().max().item()
+    print(f"\nDeepSeek-V4: max |logit - HF logit| over prompt end + 3 steps {error:.1e}")
+    assert error <= 1e-4
+
+
+def test_streams_rebuilt_from_post_comb_and_block_outputs(tiny_deepseek_v4, traced):
+    t = traced.records[0].tensors
+    assert t["resid"].shape == (5, len(IDS) + 3, 4, 32)
+    error = streams.rebuild_error(t)
+    print(f"\nDeepSeek-V4: stream rebuild max relative error {error:.1e}")
+    assert error <= 1e-5
+    # pre (recomputed from the module's weights) collapses the streams into what each
+    # sub-block read: the bridge's hook on the hyper-connection's collapsed output.
+    names = [f"blocks.{layer}.{s}_hc.hook_out" for layer in range(4) for s in ("attn", "mlp")]
+    traced_again = interp.trace(tiny_deepseek_v4, IDS, capture=["residual", *names])
+    t2 = traced_again.records[0].tensors
+    for i, name in enumerate(names):
+        layer, sub = divmod(i, 2)
+        before = t2["resid"][layer] if sub == 0 else t2["resid_mid"][layer]
+        collapsed = (t2["hc_pre"][layer, sub, ..., None] * before).sum(-2)
+        assert torch.allclose(collapsed, t2[name], rtol=1e-5, atol=1e-6), name
+
+
+def test_every_comb_is_doubly_stochastic(traced):
+    comb = traced.records[0].tensors["hc_comb"]
+    error = streams.stochastic_error(comb)
+    print(f"\nDeepSeek-V4: max |row or column sum of comb - 1| {error:.1e}")
+    assert error <= 1e-4
+    hc = traced.hc
+    assert set(hc.weight) == {"pre", "post", "comb"} and set(hc.block) == {"attn", "mlp"}
+    assert len(hc.query("weight == 'comb'")) == 4 * 2 * (len(IDS) + 3) * 16
+
+
+def test_composite_mixing_gain_stays_one(traced):
+    gain = mixing_gain(traced.hc)
+    assert len(gain) == (len(IDS) + 3) * 8
+    # The product of doubly stochastic matrices is doubly stochastic: gain 1 at every depth.
+    print(f"\nDeepSeek-V4: composite gain range {gain.gain.min():.6f}..{gain.gain.max():.6f}")
+    assert (gain.gain - 1).abs().max() <= 1e-3
+
+
+def test_residual_frame_has_a_stream_column(traced):
+    frame = traced.residual
+    assert "stream" in frame.columns and set(frame.stream) == {0, 1, 2, 3}
+    t = traced.records[0].tensors
+    row = frame.query("layer == 1 and stage == 'resid_mid' and pos == 2 and stream == 3")
+    assert row.norm.item() == pytest.approx(t["resid_mid"][1, 2, 3].norm().item(), rel=1e-6)
+    write = frame.query("layer == 2 and stage == 'attn_out' and pos == 4 and stream == 1")
+    expected = (t["hc_post"][2, 0, 4, 1] * t["attn_out"][2, 4]).norm().item()
+    assert write.norm.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_routing_equals_v4s_own_routers_and_rebuilds_each_block(tiny_deepseek_v4):
+    seen, handles = {}, []
+    table = routers(tiny_deepseek_v4)
+    for layer, router in table.items():
+
+        def keep_gate(m, args, out, layer=layer):
+            seen[("gate", layer)] = out
+
+        def keep_block(m, args, out, layer=layer):
+            seen[("block", layer)] = (args[0].detach(), out.detach())
+
+        handles += [
+            router.module.register_forward_hook(keep_gate),
+            router.block.register_forward_hook(keep_block),
+        ]
+    trace = interp.trace(tiny_deepseek_v4, IDS, capture=["routing"])
+    for h in handles:
+        h.remove()
+    assert set(trace.routing.router) == {"hash", "score_topk"}
+    for i, (layer, router) in enumerate(table.items()):
+        _, weights, experts = seen[("gate", layer)]  # transformers' router: its own choice
+        mine = trace.tensor("router_experts", 0)[i]
+        order, mine_order = experts.sort(-1), mine.sort(-1)
+        assert torch.equal(mine_order.values, order.values), layer
+        error = (
+            (
+                trace.tensor("router_weights", 0)[i].gather(-1, mine_order.indices)
+                - weights.gather(-1, order.indices)
+            )
+            .abs()
+            .max()
+            .item()
+        )
+        assert error <= 1e-6, (layer, error)
+        if router.family == "hash":  # the experts are the table's, whatever the gate says
+            table_experts = router.block.gate.tid2eid[IDS].sort(-1).values
+            assert torch.equal(mine_order.values, table_experts)
+        x, out = seen[("block", layer)]
+        x = x[0]
+        rebuilt = sum(y for y in _shared_outputs(router, x))
+        for t in range(len(x)):
+            for e, w in zip(mine[t].tolist(), trace.tensor("router_weights", 0)[i][t]):
+                rebuilt[t] += _expert_output(router, e, x[t : t + 1], w[None])[0]
+        relative = ((rebuilt - out[0]).norm() / out[0].norm()).item()
+        print(f"\nDeepSeek-V4 layer {layer} ({router.family}): block rebuild {relative:.1e}")
+        assert relative <= 1e-5

@@ -131,3 +131,21 @@ def test_routing_equals_v4s_own_routers_and_rebuilds_each_block(tiny_deepseek_v4
         relative = ((rebuilt - out[0]).norm() / out[0].norm()).item()
         print(f"\nDeepSeek-V4 layer {layer} ({router.family}): block rebuild {relative:.1e}")
         assert relative <= 1e-5
+
+
+@pytest.mark.parametrize("prompt_length", [1, 3, 10])
+def test_memory_formula_equals_the_cache_at_every_step(tiny_deepseek_v4, prompt_length):
+    trace = interp.trace(tiny_deepseek_v4, IDS[:prompt_length], max_new_tokens=6)
+    memory = trace.memory
+    assert (memory.bytes == memory.measured_bytes).all()
+    kinds = memory.groupby("layer").kind.unique().map(list).to_dict()
+    assert kinds[0] == ["sliding_kv"]
+    assert kinds[1] == ["sliding_shared_kv", "compressed_kv", "indexer", "compressor_state"]
+    assert kinds[2] == ["sliding_shared_kv", "compressed_kv", "compressor_state"]
+    # Compressed layers gain one entry per compress_rate tokens; sliding ones stop at the window.
+    for layer, rate in [(1, 2), (2, 4)]:
+        rows = memory.query(f"layer == {layer} and kind == 'compressed_kv'")
+        n = prompt_length + rows.step
+        assert (rows.entries == n // rate).all()
+    sliding = memory.query("kind == 'sliding_kv'")
+    assert (sliding.entries == (prompt_length + sliding.step).clip(upper=3)).all()

@@ -72,6 +72,11 @@ def memory_shapes(model) -> dict:
         out["v_head_dim"] = int(config.v_head_dim)
     if getattr(config, "sliding_window", None):
         out["sliding_window"] = int(config.sliding_window)
+    if getattr(config, "model_type", None) == "deepseek_v4":  # interp.trace.v4_memory
+        out.update(
+            head_dim=int(config.head_dim), index_head_dim=int(config.index_head_dim),
+            compress_rates={k: int(v) for k, v in config.compress_rates.items()},
+        )  # fmt: skip
     if getattr(config, "model_type", None) == "nemotron_h":
         out.update(
             mamba_heads=int(config.mamba_num_heads), mamba_d_head=int(config.mamba_head_dim),

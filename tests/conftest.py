@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+
+from interp.models.zoo import WEIGHTS
 
 torch.set_grad_enabled(False)
 
@@ -72,7 +76,7 @@ def deepseek_v4_config(**overrides):
     from transformers import DeepseekV4Config
 
     values = dict(
-        vocab_size=101, hidden_size=32, moe_intermediate_size=16, num_hidden_layers=4,
+        vocab_size=2048, hidden_size=32, moe_intermediate_size=16, num_hidden_layers=4,
         num_attention_heads=4, head_dim=16, q_lora_rank=16, n_routed_experts=8,
         num_experts_per_tok=2, scoring_func="sigmoid", hc_mult=4, sliding_window=4,
         layer_types=["sliding_attention", "compressed_sparse_attention",
@@ -87,8 +91,9 @@ def deepseek_v4_config(**overrides):
 
 @pytest.fixture(scope="session")
 def tiny_deepseek_v4(tmp_path_factory):
-    """A random tiny DeepSeek-V4 (builds and loads in seconds); its hash table and router
-    biases are random so that they take part."""
+    """A random tiny DeepSeek-V4 (builds and loads in seconds) with tiny-moe's tokenizer, so
+    the CLI can run on it (its directory: .name_or_path); its hash table and router biases are
+    random so that they take part."""
     from transformers import AutoModelForCausalLM
 
     import interp
@@ -104,6 +109,8 @@ def tiny_deepseek_v4(tmp_path_factory):
                 module.e_score_correction_bias.normal_(0, 0.3)
     path = tmp_path_factory.mktemp("deepseek_v4")
     hf.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # tiny-moe's 2048-token BPE
+        shutil.copy(WEIGHTS / "tiny-moe" / name, path / name)
     return interp.load(str(path))
 
 

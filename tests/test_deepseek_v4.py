@@ -149,3 +149,52 @@ def test_memory_formula_equals_the_cache_at_every_step(tiny_deepseek_v4, prompt_
         assert (rows.entries == n // rate).all()
     sliding = memory.query("kind == 'sliding_kv'")
     assert (sliding.entries == (prompt_length + sliding.step).clip(upper=3)).all()
+
+
+def test_readout_of_the_last_streams_is_the_models_logits(tiny_deepseek_v4, traced):
+    record = traced.records[0]
+    full = tiny_deepseek_v4.original_model(record.ids[None]).logits[0]
+    error = (traced.readout(record.tensors["resid"][-1]) - full).abs().max().item()
+    assert error <= 1e-4
+
+
+def test_attention_maps_compressed_entries_onto_their_spans(tiny_deepseek_v4):
+    # transformers' own weights of layer 2 (heavily compressed, rate 4) for a 10-token prompt.
+    seen = {}
+    module = tiny_deepseek_v4.blocks[2].attn.original_component
+
+    def keep(module, args, out) -> None:
+        seen.setdefault("w", out[1])
+
+    handle = module.register_forward_hook(keep)
+    trace = interp.trace(tiny_deepseek_v4, IDS, query_positions="all")
+    handle.remove()
+    weights = seen["w"][0]  # [H, T, T sliding + 2 compressed]
+    pattern = trace.records[0].tensors["patterns"][2]  # [H, T, T] over token positions
+    assert weights.shape[-1] == len(IDS) + len(IDS) // 4
+    # Each row keeps its mass (what the sink leaves); entry 1 (tokens 4..7) is shared evenly.
+    assert torch.allclose(pattern.sum(-1), weights.sum(-1), atol=1e-6)
+    expected = weights[..., : len(IDS)].clone()
+    for entry in range(2):
+        expected[..., entry * 4 : entry * 4 + 4] += weights[..., len(IDS) + entry, None] / 4
+    assert torch.allclose(pattern, expected, atol=1e-6)
+
+
+def test_journey_shows_each_stream_and_the_mixing_gain(tiny_deepseek_v4):
+    from interp.analysis.journey import format_journey, journey
+
+    trace = interp.trace(tiny_deepseek_v4, "the cat sat on the mat", max_new_tokens=2)
+    frame = journey(trace)
+    layers = frame[frame.stage == "layer"]
+    assert len(layers) == 4 and (layers.streams.str.split().map(len) == 4).all()
+    assert ((layers.mix_gain - 1).abs() <= 1e-3).all()
+    assert "mixing gain" in format_journey(frame)
+    assert set(ex_balance(trace).load_fixed_by) == {"token table", "router"}
+
+
+def ex_balance(trace):
+    from interp.analysis.experts import balance
+
+    frame = balance(trace.routing)
+    assert list(frame.query("layer == 0").load_fixed_by) == ["token table"]
+    return frame

@@ -122,7 +122,7 @@ def _row_stats(pattern: torch.Tensor, k: int):
     return prob_entropy(pattern), top.values, top.indices
 
 
-def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
+def attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
     """`rows` [B, nq]: query positions whose full rows are kept; `lengths`: real tokens per
     prompt, so right-padding queries never add to the mass a key receives. `n_keys`: keys so
     far; a sliding layer's KV-cache step sees only its window, the last keys, placed there."""
@@ -247,7 +247,7 @@ def build_hooks(
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups and f"{prefix}.attn.hook_pattern" in hook_names:
-            hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
+            hook = attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]

@@ -198,3 +198,25 @@ def ex_balance(trace):
     frame = balance(trace.routing)
     assert list(frame.query("layer == 0").load_fixed_by) == ["token table"]
     return frame
+
+
+def test_deltas_follow_the_collapsed_stream_each_layer_reads(traced):
+    from interp.analysis.deltas import deltas
+
+    t = traced.records[0].tensors
+    frame = deltas(traced)
+    # Layer 2's read at position 5 is pre . streams, by hand.
+    by_hand = (t["hc_pre"][2, 0, 5, :, None] * t["resid"][2, 5]).sum(0).norm().item()
+    row = frame.query("layer == 2 and pos == 5")
+    assert row.resid_norm.item() == pytest.approx(by_hand, rel=1e-5)
+    assert row.attn_norm.item() == pytest.approx(t["attn_out"][2, 5].norm().item(), rel=1e-5)
+
+
+def test_cli_journey_and_experts_run_on_v4(tiny_deepseek_v4, capsys):
+    from interp import cli
+
+    path = tiny_deepseek_v4.original_model.config._name_or_path
+    assert cli.main(["journey", "the cat sat on the mat", "--model", path, "--generate", "1"]) == 0
+    assert "mixing gain" in capsys.readouterr().out
+    assert cli.main(["experts", "the cat sat on the mat", "--model", path]) == 0
+    assert "token table" in capsys.readouterr().out

@@ -73,6 +73,7 @@ class Capture:
         self.resid_mid = LayerStack(n_layers)
         self.hc_pre, self.hc_post = LayerStack(2 * n_layers), LayerStack(2 * n_layers)
         self.hc_comb = LayerStack(2 * n_layers)
+        self.head_read = LayerStack(1)  # [1 B T d] what the model's hc_head collapses them to
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
@@ -111,7 +112,10 @@ def _stream_hooks(cap: Capture, model, layer: int, last: bool) -> list[tuple[str
             (f"{prefix}.{name}_hc.hook_comb", _store(cap.hc_comb, slot)),
         ]
     if last:
-        out.append((f"{prefix}.hook_out", _store(cap.resid, layer + 1)))
+        out += [
+            (f"{prefix}.hook_out", _store(cap.resid, layer + 1)),
+            ("hc_head.hook_out", _store(cap.head_read, 0)),
+        ]
     return out
 
 

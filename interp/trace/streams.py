@@ -13,7 +13,8 @@ hooked streams (the collapsed stream it implies is checked against the module's 
 
 Tensors of a traced record (sub-block 0 = attention, 1 = MoE):
   resid [layer+1 pos N d], resid_mid [layer pos N d], attn_out / mlp_out [layer pos d],
-  hc_pre / hc_post [layer 2 pos N], hc_comb [layer 2 pos N N].
+  hc_pre / hc_post [layer 2 pos N], hc_comb [layer 2 pos N N], resid_read [layer+1 pos d]
+  (`reads`: the collapsed stream each layer reads, then the one the head reads out).
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ def hc_pre(module: torch.nn.Module, streams: torch.Tensor) -> torch.Tensor:
     flat = module.input_norm(streams.reshape(*streams.shape[:2], -1).float())
     pre_w = F.linear(flat, module.fn.float()[:n])
     return torch.sigmoid(pre_w * module.scale[0].float() + module.base[:n].float()) + module.hc_eps
+
+
+def reads(tensors: dict, head_read: torch.Tensor) -> torch.Tensor:
+    """resid_read [layer+1 pos d]: the collapsed stream each layer's attention reads
+    (sum_s pre[s] streams[s]), then what the model's hc_head reads out (head_read [1 pos d]):
+    the single stream that deltas and the lens of a one-stream model would follow."""
+    attn_reads = (tensors["hc_pre"][:, 0, ..., None] * tensors["resid"][:-1]).sum(-2)
+    return torch.cat([attn_reads, head_read])
 
 
 def rebuild(streams: torch.Tensor, out: torch.Tensor, post: torch.Tensor, comb: torch.Tensor):

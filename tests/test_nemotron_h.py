@@ -74,3 +74,32 @@ def test_ssm_hooks_captured_by_name(tiny_nemotron_h):
     trace = interp.trace(tiny_nemotron_h, IDS, capture=names, max_new_tokens=2)
     for name in names:
         assert trace.tensor(name, 0).shape[0] == len(IDS) + 2
+
+
+def test_attention_layer_pattern_equals_the_models_and_journey_shows_kinds(tiny_nemotron_h):
+    from interp.analysis.journey import format_journey, journey
+
+    trace = interp.trace(tiny_nemotron_h, IDS, max_new_tokens=2, query_positions="all")
+    record = trace.records[0]
+    out = tiny_nemotron_h.original_model(record.ids[None], output_attentions=True)
+    theirs = [a[0] for a in out.attentions if a is not None and a.shape[-1] == len(record.ids)]
+    mine = record.tensors["patterns"]  # [layer head query key], generated rows included
+    assert any(torch.allclose(mine[2], a, atol=1e-6) for a in theirs)
+    assert not mine[[0, 1, 3, 4]].any()  # Mamba, MoE and MLP layers have no pattern
+    frame = journey(trace)
+    assert list(frame.kind[:5]) == ["mamba2", "moe", "attention", "mamba2", "mlp"]
+    assert (frame.sources[:5].astype(bool) == [False, False, True, False, False]).all()
+    mamba = trace.tensor("mamba_out", 0)[:, len(IDS) - 1].norm(dim=-1)
+    assert frame.mamba_write[:5].tolist() == mamba.tolist()
+    text = format_journey(frame)
+    assert "kind" in text and "|mamba|" in text
+    for kind in ("attention", "lens", "routing", "journey"):
+        trace.show(kind)
+
+
+def test_report_shows_memory_per_kind(tiny_nemotron_h, tmp_path):
+    from interp.report import build_report
+
+    trace = interp.trace(tiny_nemotron_h, IDS, max_new_tokens=3)
+    html = build_report(trace, tmp_path / "r.html", model=tiny_nemotron_h, progress=False)
+    assert "memory per kind" in html.read_text()

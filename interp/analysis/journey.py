@@ -90,9 +90,12 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
     """One row per layer (stage "layer") and a last row (stage "boundary") for `position`
     (default: the last prompt position) of a live trace captured with residual and attention.
 
-    Columns: resid_norm |x| after the layer, attn_write / mlp_write the norms of its writes,
+    Columns: kind the layer's sub-blocks ("attention+mlp", "mamba2", ...: ModelFacts.layer_kinds),
+    resid_norm |x| after the layer, attn_write / mlp_write (and mamba_write in a model with
+    Mamba layers) the norms of its writes,
     sources the prompt tokens its heads draw most from (weight averaged over heads), experts
-    the MoE experts it visited with their weights, lens the logit lens's top-3 after the layer
+    the MoE experts it visited with their weights (no sources in a layer without attention),
+    lens the logit lens's top-3 after the layer
     (top1 / top1_prob for the first). At the boundary lens holds the next-token candidates (as
     "token prob", plus "(s sample_prob)" when the step was sampled: sampled is True) and chosen
     the token that came next, with its probability chosen_prob.
@@ -115,6 +118,11 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
         lens = trace.readout(resid).double().softmax(-1)  # [L+1, vocab]
     attn = trace.tensor("attn_out", prompt)[:, position].norm(dim=-1)
     mlp = trace.tensor("mlp_out", prompt)[:, position].norm(dim=-1)
+    mamba = (
+        trace.tensor("mamba_out", prompt)[:, position].norm(dim=-1)
+        if "mamba_out" in record.tensors else None
+    )  # fmt: skip
+    kinds = trace.facts.layer_kinds or [("attention", "mlp")] * len(attn)
     attention = _attention_rows(record, position)
     experts = _expert_cells(trace, prompt, position)
     texts = token_texts(trace.tokenizer, record.ids.tolist())
@@ -127,11 +135,12 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
         weights, keys = attention[layer].topk(min(SOURCES, position + 1))
         sources = " | ".join(
             f"{show_token(texts[k])}@{k} {w:.2f}" for k, w in zip(keys.tolist(), weights.tolist())
-        )
+        ) if any(k.endswith("attention") for k in kinds[layer]) else ""  # fmt: skip
         guesses = lens[layer + 1].topk(3)
         words = token_texts(trace.tokenizer, guesses.indices.tolist())
         rows.append({
-            "stage": "layer", "layer": layer, "resid_norm": float(resid[layer + 1].norm()),
+            "stage": "layer", "layer": layer, "kind": "+".join(kinds[layer]),
+            "resid_norm": float(resid[layer + 1].norm()),
             "attn_write": float(attn[layer]), "mlp_write": float(mlp[layer]),
             "sources": sources, "experts": experts.get(layer, ""),
             "lens": " | ".join(f"{show_token(w)} {p:.2f}" for w, p in zip(words, guesses.values)),
@@ -141,9 +150,11 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
         if several:  # each stream's norm after the layer, and the mixing composed so far
             rows[-1]["streams"] = " ".join(f"{v:.1f}" for v in resid[layer + 1].norm(dim=-1))
             rows[-1]["mix_gain"] = gains.get(layer, float("nan"))
+        if mamba is not None:
+            rows[-1]["mamba_write"] = float(mamba[layer])
     candidates, top1, chosen, chosen_prob, sampled = _boundary(trace, prompt, position, lens[-1])
     rows.append({
-        "stage": "boundary", "layer": len(attn), "resid_norm": float(resid[-1].norm()),
+        "stage": "boundary", "layer": len(attn), "kind": "", "resid_norm": float(resid[-1].norm()),
         "attn_write": float("nan"), "mlp_write": float("nan"), "sources": "", "experts": "",
         "lens": candidates, "top1": top1, "top1_prob": float(lens[-1].max()),
         "chosen": chosen, "chosen_prob": chosen_prob, "sampled": sampled,
@@ -187,6 +198,12 @@ def format_journey(frame: pd.DataFrame) -> str:
         del columns["experts"]
     if "streams" in frame.columns:  # several streams (mHC): each one's norm, the mixing gain
         columns.update(streams="|stream| each", mix_gain="mixing gain")
+    if layers["kind"].nunique() > 1:  # a hybrid: say what each layer is
+        columns = {"layer": "layer", "kind": "kind", **columns}
+    if "mamba_write" in frame:  # after |mlp|
+        items = list(columns.items())
+        at = [k for k, _ in items].index("mlp_write") + 1
+        columns = dict(items[:at] + [("mamba_write", "|mamba|")] + items[at:])
     chosen = boundary["chosen"] or "(none: the trace ends here)"
     prob = f" (p={boundary['chosen_prob']:.3f})" if boundary["chosen"] else ""
     # s: the probability under the sampling settings (1 for the greedy choice).

@@ -56,17 +56,36 @@ def bridge_hf_model(model, name: str, tokenizer=None):
     from transformer_lens.utilities.multi_gpu import count_unique_devices, find_embedding_device
 
     model.eval()
-    bridge = build_bridge_from_module(
-        model,
-        architecture=model.config.architectures[0],
-        hf_config=model.config,
-        tokenizer=tokenizer,
-        model_name=name,
-        device=find_embedding_device(model),  # None on one device: read from the weights
-    )
+    architecture = model.config.architectures[0]
+    try:
+        bridge = build_bridge_from_module(
+            model,
+            architecture=architecture,
+            hf_config=model.config,
+            tokenizer=tokenizer,
+            model_name=name,
+            device=find_embedding_device(model),  # None on one device: read from the weights
+        )
+    except ValueError as exc:
+        if not str(exc).startswith("Unsupported architecture"):
+            raise
+        raise InterpError(_no_bridge(model.config, architecture)) from None
     bridge.cfg.n_devices = count_unique_devices(model)
     bridge.eval()
     return bridge
+
+
+def _no_bridge(config, architecture: str) -> str:
+    from interp.trace.kinds import UNREAD_NAMES
+
+    config = config.get_text_config()
+    names = UNREAD_NAMES.get(config.model_type, {})
+    types = sorted({names.get(t, t) for t in getattr(config, "layer_types", None) or []})
+    kinds = f" (layer kinds: {', '.join(types)})" if types else ""
+    return (
+        f"interp cannot read {architecture}{kinds}: TransformerLens has no bridge for it, so "
+        "nothing can be captured; run it with transformers directly"
+    )
 
 
 def _module_names(path: Path) -> set[str]:

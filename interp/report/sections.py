@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from interp.plots import compare as figures
+from interp.plots.memory import memory_by_kind
 from interp.report.attention import attention_section
 from interp.report.coverage import coverage_section
 from interp.report.experts import experts_section
@@ -20,6 +21,7 @@ from interp.report.patching import contributions_section, patching_section
 from interp.report.stream import journey_section, residual_section
 from interp.text import show_text, show_token
 from interp.trace.kv_cache import kv_cache_bytes
+from interp.trace.memory import formula, layer_memory
 
 CANDIDATES = 5  # next-token candidates shown per prompt
 
@@ -52,8 +54,10 @@ def model_section(inputs: ReportInputs) -> Section:
     )
     longest = int(inputs.frame("tokens").groupby("prompt").size().max())
     positions = np.arange(1, max(longest, 2) + 1)
-    curves = pd.DataFrame({"positions": positions, "bytes": held * positions,
-                           "mha_bytes": mha * positions})  # fmt: skip
+    # Per token count: a Mamba state's bytes do not grow, so each count has its own total.
+    totals = [kv_cache_bytes(cfg, int(n)) for n in positions]
+    curves = pd.DataFrame({"positions": positions, "bytes": [t[0] for t in totals],
+                           "mha_bytes": [t[1] for t in totals]})  # fmt: skip
     kv = inputs.frame("kv_cache")
     last = kv.groupby("prompt").tail(1) if not kv.empty else kv
     section = Section(
@@ -65,6 +69,8 @@ def model_section(inputs: ReportInputs) -> Section:
         images=[image(figures.kv_bytes(curves, kv), "KV cache bytes against positions")],
         tables=[table(facts, "model facts")],
     )
+    if len({kind for _, kind, _ in layer_memory(cfg)}) > 1:  # several kinds of memory
+        section.images.append(image(_memory_figure(inputs, positions), "memory per kind"))
     if not last.empty:
         measured = last[["prompt", "positions", "bytes", "mha_bytes", "measured_bytes"]]
         measured = measured.assign(prompt=[inputs.labels[p] for p in measured["prompt"]])
@@ -73,6 +79,21 @@ def model_section(inputs: ReportInputs) -> Section:
             inputs, last.set_index("prompt")["measured_bytes"]
         )
     return section
+
+
+def _memory_figure(inputs: ReportInputs, positions):
+    cfg = inputs.facts
+    rows = [{"tokens": int(n), "kind": kind, "bytes": formula(cfg, kind, int(n), sub)["bytes"]}
+            for n in positions for _, kind, sub in layer_memory(cfg)]  # fmt: skip
+    curves = pd.DataFrame(rows).groupby(["kind", "tokens"], sort=False).bytes.sum().reset_index()
+    memory = inputs.frame("memory")
+    if memory.empty:
+        return memory_by_kind(curves, pd.DataFrame(columns=["tokens", "kind", "measured_bytes"]))
+    tokens = inputs.frame("tokens")
+    n_prompt = tokens[~tokens["generated"]].groupby("prompt").size()
+    memory = memory.assign(tokens=memory["prompt"].map(n_prompt) + memory["step"])
+    measured = memory.groupby(["prompt", "tokens", "kind"]).measured_bytes.sum().reset_index()
+    return memory_by_kind(curves, measured)
 
 
 def text_section(inputs: ReportInputs) -> Section:

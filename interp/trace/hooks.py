@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable
 import torch
 
 from interp.trace import streams
-from interp.trace.routers import capture_hook
+from interp.trace.routers import capture_hook, hf_mixer
 from interp.vocab import prob_entropy
 
 # routing: chosen experts, weights, entropy and the router's distribution over experts;
@@ -60,10 +60,13 @@ class Capture:
         self.attn_out = LayerStack(n_layers, hybrid)
         self.mlp_out, self.mamba_out = LayerStack(n_layers, hybrid), LayerStack(n_layers, hybrid)
         self.z = LayerStack(n_layers)  # [layer B T H d_head]
-        self.patterns = LayerStack(n_layers)  # [layer B H T T]
-        self.key_mass, self.query_entropy = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T]
-        self.top_weights, self.top_keys = LayerStack(n_layers), LayerStack(n_layers)  # [.. B H T 3]
-        self.query_rows = LayerStack(n_layers)  # [layer B H nq T]
+        # Attention per layer; a hybrid's layers without attention stay zero.
+        self.patterns = LayerStack(n_layers, hybrid)  # [layer B H T T]
+        self.key_mass = LayerStack(n_layers, hybrid)  # [layer B H T]
+        self.query_entropy = LayerStack(n_layers, hybrid)
+        self.top_weights = LayerStack(n_layers, hybrid)  # [layer B H T 3]
+        self.top_keys = LayerStack(n_layers, hybrid)
+        self.query_rows = LayerStack(n_layers, hybrid)  # [layer B H nq T]
         for name in ROUTER_TENSORS:
             setattr(self, name, LayerStack(n_routed))
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
@@ -74,6 +77,7 @@ class Capture:
         self.hc_pre, self.hc_post = LayerStack(2 * n_layers), LayerStack(2 * n_layers)
         self.hc_comb = LayerStack(2 * n_layers)
         self.head_read = LayerStack(1)  # [1 B T d] what the model's hc_head collapses them to
+        self.pattern_hooks: list = []  # (HF attention module, pattern hook): see pattern_hooks
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
@@ -255,7 +259,23 @@ def build_hooks(
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
+    if "attention" in groups and hybrid:
+        cap.pattern_hooks = [
+            (hf_mixer(model, layer),
+             attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys))
+            for layer, subs in enumerate(kinds) if subs[0].endswith("attention")
+        ]  # fmt: skip
     return cap, hooks
+
+
+def pattern_hooks(cap: Capture) -> list:
+    """Forward hooks on a hybrid's Hugging Face attention modules (TL gives their bridge no
+    hook_pattern): the eager attention weights they return, [B H Tq Tk], read as TL's pattern.
+    Handles: remove them after the forward."""
+    return [
+        module.register_forward_hook(lambda m, args, out, hook=hook: hook(out[1], None))
+        for module, hook in cap.pattern_hooks
+    ]
 
 
 # TL hooks that only fire after a `set_use_*` switch (they would change the forward's cost).

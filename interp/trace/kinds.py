@@ -17,6 +17,8 @@ Hugging Face config gives it (e.g. "linear_attention"), so a refusal can name it
 
 from __future__ import annotations
 
+from interp.errors import InterpError
+
 SEQUENCE_MIXERS = (
     "attention", "sliding_attention", "compressed_sparse_attention",
     "heavily_compressed_attention", "mamba2",
@@ -29,6 +31,15 @@ _NEMOTRON_H = {
     "mamba": "mamba2", "linear_attention": "mamba2", "attention": "attention",
     "full_attention": "attention", "moe": "moe", "mlp": "mlp",
 }  # fmt: skip
+# Sequence mixers interp has no reader for, by model type: the config's cache name -> what the
+# layer is (so a refusal names it).
+UNREAD_NAMES = {
+    "jamba": {"linear_attention": "mamba"},  # Mamba1
+    "granitemoehybrid": {"linear_attention": "mamba2", "mamba": "mamba2"},
+    "qwen3_next": {"linear_attention": "gated_deltanet"},
+    "kimi_linear": {"linear_attention": "kimi_delta_attention"},
+    "falcon_h1": {"hybrid": "parallel_attention_mamba2"},  # both read the same input, summed
+}
 # config.layer_types (transformers' cache vocabulary) -> interp's sequence-mixer kind.
 _LAYER_TYPES = {
     "full_attention": "attention",
@@ -54,10 +65,28 @@ def layer_kinds(model, routed) -> list[tuple[str, ...]]:
     # As transformers' cache reads it (cache_utils.get_layer_types_and_kwargs).
     default = "sliding_attention" if getattr(config, "sliding_window", None) else "full_attention"
     types = getattr(config, "layer_types", None) or [default] * n
+    names = {**_LAYER_TYPES, **UNREAD_NAMES.get(getattr(config, "model_type", None), {})}
     ff = ["moe" if layer in routed else "mlp" for layer in range(n)]
     if getattr(config, "model_type", None) == "deepseek_v4":  # "hash_moe" or "moe" per layer
         ff = list(config.mlp_layer_types)
-    return [(_LAYER_TYPES.get(t, t), ff[layer]) for layer, t in enumerate(types[:n])]
+    return [(names.get(t, t), ff[layer]) for layer, t in enumerate(types[:n])]
+
+
+def unreadable(kinds: list[tuple[str, ...]], hook_names) -> dict[str, list[int]]:
+    """Sequence-mixer kind -> the layers whose delta the trace cannot record: TransformerLens
+    gives no output hook for it (hook_attn_out, or hook_mixer_out in one-sub-block hybrids),
+    or the hook holds only part of what the layer writes (Falcon-H1's parallel Mamba)."""
+    out: dict[str, list[int]] = {}
+    for layer, subs in enumerate(kinds):
+        # hook_mixer_out: a hybrid's one sub-block; attn_hc: DeepSeek-V4's streams, read
+        # through the block's own hooks (interp.trace.streams)
+        readable = (f"blocks.{layer}.hook_mixer_out", f"blocks.{layer}.attn_hc.hook_comb")
+        if any(name in hook_names for name in readable):
+            continue
+        mixer = subs[0]
+        if mixer not in SEQUENCE_MIXERS or f"blocks.{layer}.hook_attn_out" not in hook_names:
+            out.setdefault(mixer, []).append(layer)
+    return out
 
 
 def memory_shapes(model) -> dict:
@@ -84,3 +113,18 @@ def memory_shapes(model) -> dict:
             conv_kernel=int(config.conv_kernel),
         )  # fmt: skip
     return out
+
+
+def refuse_unreadable(model, kinds: list[tuple[str, ...]], hook_names) -> None:
+    """One line naming the layer kinds whose writes the trace cannot record, and what it can
+    still capture, before any forward pass."""
+    missing = unreadable(kinds, hook_names)
+    if missing:
+        kind, layers = next(iter(missing.items()))
+        arch = getattr(model.cfg, "architecture", None) or type(model).__name__
+        raise InterpError(
+            f"interp cannot read the {kind!r} layers ({', '.join(map(str, layers))}) of this "
+            f"{arch}: no TransformerLens hook holds what they write; it can still capture "
+            "logits, sampling and memory, and hooks by name, e.g. capture=['blocks.0.hook_"
+            "resid_pre', 'blocks.0.hook_resid_post'] (or 'routing' where interp knows the router)"
+        )

@@ -228,17 +228,25 @@ FAMILIES: dict[str, Callable[[torch.nn.Module], Router]] = {
 }
 
 
-def hf_block(model, layer: int) -> torch.nn.Module | None:
-    """The Hugging Face module under the bridge's blocks.{layer}.mlp (None: no MLP); hybrids
-    with one sub-block per layer (Nemotron-H) have it under blocks.{layer}.mixer."""
-    blocks = getattr(model, "blocks", None)
-    block = blocks[layer] if blocks is not None else None
-    module = getattr(block, "mlp", None) or getattr(block, "mixer", None)
+def _unwrapped(module):
     while module is not None and isinstance(
         getattr(module, "original_component", None), torch.nn.Module
     ):
         module = module.original_component
     return module
+
+
+def hf_mixer(model, layer: int) -> torch.nn.Module:
+    """The Hugging Face module under a one-sub-block hybrid's blocks.{layer}.mixer."""
+    return _unwrapped(model.blocks[layer].mixer)
+
+
+def hf_block(model, layer: int) -> torch.nn.Module | None:
+    """The Hugging Face module under the bridge's blocks.{layer}.mlp (None: no MLP); hybrids
+    with one sub-block per layer (Nemotron-H) have it under blocks.{layer}.mixer."""
+    blocks = getattr(model, "blocks", None)
+    block = blocks[layer] if blocks is not None else None
+    return _unwrapped(getattr(block, "mlp", None) or getattr(block, "mixer", None))
 
 
 def routers(model) -> dict[int, Router]:

@@ -14,6 +14,7 @@ trace keeps from the logits (log-probs, entropies, query logits, sampling) is fl
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable, Sequence
 
@@ -24,7 +25,7 @@ from interp import validate
 from interp.errors import InterpError
 from interp.models.devices import input_device
 from interp.prompts import encode
-from interp.trace import assemble, frames, hooks, v4_attention
+from interp.trace import assemble, frames, hooks, kinds, v4_attention
 from interp.trace.facts import ModelFacts
 from interp.trace.kv_cache import summary
 from interp.trace.memory import memory_rows
@@ -70,6 +71,8 @@ def trace(
     user_hooks = _checked_hooks(hook_names, fwd_hooks)
     sequences = _sequences(model, prompts)
     facts = ModelFacts.of(model)
+    if groups & {"residual", "attention"}:
+        kinds.refuse_unreadable(model, facts.layer_kinds, hook_names)
     longest = max(len(s) for s in sequences) + max_new_tokens
     validate.context(max(len(s) for s in sequences), max_new_tokens, facts.n_ctx)
     full_bytes = facts.n_layers * facts.n_heads * longest * longest * 4 * len(sequences)
@@ -101,6 +104,21 @@ def trace(
             f"{attention_budget_mb:g}; read query_attention, attention_summary, or trace with "
             "query_positions='all'")}  # fmt: skip
     return Trace(records, meta, model=model)
+
+
+@contextlib.contextmanager
+def _bridge_faults():
+    """A TransformerLens bridge that maps a module the checkpoint lacks (Granite-4 hybrid
+    without position embeddings: model.rotary_emb) fails every forward: one line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "Original component not set" not in str(exc):
+            raise
+        raise InterpError(
+            f"TransformerLens's bridge for this model cannot run a forward pass ({exc}); "
+            "interp cannot trace it"
+        ) from None
 
 
 def _parse_capture(hook_names, capture: Iterable[str]) -> tuple[set[str], list[str]]:
@@ -206,8 +224,9 @@ class _Runner:
                     captured, layer, self.keep_full, rows, lengths, n_keys
                 ), n_keys,
             )  # fmt: skip
+        handles += hooks.pattern_hooks(captured)
         try:
-            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks):
+            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks), _bridge_faults():
                 if not cache:  # one forward, no generation: a KV cache would only take memory
                     logits = self.model(ids)
                 elif past is None:

@@ -220,3 +220,9 @@ def test_cli_journey_and_experts_run_on_v4(tiny_deepseek_v4, capsys):
     assert "mixing gain" in capsys.readouterr().out
     assert cli.main(["experts", "the cat sat on the mat", "--model", path]) == 0
     assert "token table" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["attention", "lens", "routing", "journey"])
+def test_show_draws_each_view(traced, kind):
+    html = traced.show(kind).html
+    assert "<script" in html and len(html) > 10_000

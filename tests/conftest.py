@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+
+from interp.models.zoo import WEIGHTS
 
 torch.set_grad_enabled(False)
 
@@ -69,6 +73,51 @@ def nemotron_h_config(**overrides):
         moe_intermediate_size=16, moe_shared_expert_intermediate_size=16,
     )  # fmt: skip
     return NemotronHConfig(**{**values, **overrides})
+
+
+def deepseek_v4_config(**overrides):
+    """A tiny DeepSeek-V4: 4 residual streams (mHC, Sinkhorn mixing); sliding, compressed-sparse
+    (with its indexer) and heavily-compressed attention; one hash-routed layer then sigmoid
+    top-k layers, each with a shared expert."""
+    from transformers import DeepseekV4Config
+
+    values = dict(
+        vocab_size=2048, hidden_size=32, moe_intermediate_size=16, num_hidden_layers=4,
+        num_attention_heads=4, head_dim=16, q_lora_rank=16, n_routed_experts=8,
+        num_experts_per_tok=2, scoring_func="sigmoid", hc_mult=4, sliding_window=4,
+        layer_types=["sliding_attention", "compressed_sparse_attention",
+                     "heavily_compressed_attention", "compressed_sparse_attention"],
+        mlp_layer_types=["hash_moe", "moe", "moe", "moe"],
+        compress_rates={"compressed_sparse_attention": 2, "heavily_compressed_attention": 4},
+        o_groups=2, o_lora_rank=8, index_n_heads=2, index_head_dim=8, index_topk=2,
+        max_position_embeddings=64, pad_token_id=2, bos_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    return DeepseekV4Config(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_deepseek_v4(tmp_path_factory):
+    """A random tiny DeepSeek-V4 (builds and loads in seconds) with tiny-moe's tokenizer, so
+    the CLI can run on it (its directory: .name_or_path); its hash table and router biases are
+    random so that they take part."""
+    from transformers import AutoModelForCausalLM
+
+    import interp
+
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(deepseek_v4_config())
+    with torch.no_grad():
+        for module in hf.modules():
+            if hasattr(module, "tid2eid"):  # top_k distinct experts per token id
+                table = torch.rand(module.tid2eid.shape[0], module.num_experts).argsort(-1)
+                module.tid2eid.copy_(table[:, : module.top_k])
+            if hasattr(module, "e_score_correction_bias"):
+                module.e_score_correction_bias.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("deepseek_v4")
+    hf.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # tiny-moe's 2048-token BPE
+        shutil.copy(WEIGHTS / "tiny-moe" / name, path / name)
+    return interp.load(str(path))
 
 
 @pytest.fixture(scope="session")

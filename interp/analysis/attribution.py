@@ -143,6 +143,11 @@ def direct_logit_attribution(
     if trace.readout is None or not trace.weights:
         raise InterpError("direct logit attribution needs a live trace (weights and readout)")
     record = trace.records[prompt]
+    if "z" not in record.tensors:  # DeepSeek-V4, Nemotron-H: no per-head outputs to split
+        raise InterpError(
+            "direct logit attribution needs per-head z (hook_z), which this "
+            "model's bridge does not expose"
+        )
     resid = trace.tensor("resid", prompt).double()
     pos = record.n_prompt - 1 if pos is None else pos
     if not 0 <= pos < resid.shape[1]:

@@ -6,6 +6,11 @@ so the size of each write against |x_l| says how much a layer can still turn the
 cos(x_l, x_{l+1}) says how much it actually did. Position 0 is an outlier in every model of this
 family: with nothing to attend to, it becomes the attention sink and carries a huge norm, so it is
 flagged (`is_sink`) and the per-layer summary reports medians with and without it.
+
+Several streams (DeepSeek-V4's mHC): x_l is the collapsed stream layer l's attention reads
+(`resid_read`, interp.trace.streams), the last one what the model's head reads out. The sum
+above does not hold there (the streams are mixed between reads), so growth and cos_next compare
+successive reads; per-stream norms are in the residual frame (its `stream` column).
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ def write_sizes(resid: torch.Tensor, attn_out: torch.Tensor, mlp_out: torch.Tens
 
 def deltas(trace, prompt: int = 0) -> pd.DataFrame:
     """`write_sizes` of one traced prompt (captured with "residual"), with its tokens."""
-    frame = write_sizes(*(trace.tensor(name, prompt) for name in ("resid", "attn_out", "mlp_out")))
+    # Several streams (mHC): the collapsed stream each layer reads (interp.trace.streams).
+    resid = "resid_read" if "resid_read" in trace.records[prompt].tensors else "resid"
+    frame = write_sizes(*(trace.tensor(name, prompt) for name in (resid, "attn_out", "mlp_out")))
     tokens = trace.tokens
     texts = tokens[tokens["prompt"] == prompt]["token"].to_numpy()
     frame.insert(0, "prompt", prompt)

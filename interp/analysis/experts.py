@@ -83,7 +83,10 @@ def balance(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.Data
     """Per layer: tokens, balance N*sum f_i P_i, normalised utilisation entropy of f,
     max_vio (max load - mean load) / mean load, cv (std/mean of f), dead (experts never
     selected), routing_entropy (mean per-token router entropy, nats). Shared experts are
-    left out. `probs`: see `expert_load`.
+    left out. `probs`: see `expert_load`. With a `router` column (the routing frame's), also
+    load_fixed_by: "token table" for hash-routed layers (DeepSeek-V4: which experts a token
+    uses is a fixed function of its id, so the load follows the text's token counts, not the
+    learned gate), "router" otherwise.
 
     Uniform routing gives balance 1, entropy 1, max_vio 0, cv 0.
     """
@@ -94,7 +97,11 @@ def balance(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.Data
     for layer, g in load.groupby("layer"):
         metrics = balance_metrics(g["count"].to_numpy(), g["prob"].to_numpy(), top_k)
         rows.append({"layer": layer, **metrics, "routing_entropy": float(ent[layer])})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "router" in routing.columns and len(out):
+        family = routing.groupby("layer")["router"].first()
+        out["load_fixed_by"] = np.where(family[out.layer] == "hash", "token table", "router")
+    return out
 
 
 def balance_metrics(count: np.ndarray, prob: np.ndarray, top_k: int) -> dict:
@@ -114,7 +121,9 @@ def balance_metrics(count: np.ndarray, prob: np.ndarray, top_k: int) -> dict:
 
 def balance_overall(routing: pd.DataFrame, probs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row: each per-layer balance metric averaged over layers; dead experts summed."""
-    per_layer = balance(routing, probs).drop(columns=["layer", "tokens"])
+    per_layer = balance(routing, probs).drop(
+        columns=["layer", "tokens", "load_fixed_by"], errors="ignore"
+    )
     row = per_layer.mean().to_dict()
     row["dead"] = int(per_layer["dead"].sum())
     return pd.DataFrame([row])

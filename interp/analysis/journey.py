@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from interp.analysis.streams import mixing_gain
 from interp.errors import InterpError
 from interp.text import show_token, token_texts
 
@@ -78,6 +79,13 @@ def _boundary(
     return " | ".join(cells), show_token(texts[0]), chosen, float(probs[nxt]), False
 
 
+def _mixing_gains(trace, prompt: int, pos: int) -> dict[int, float]:
+    """layer -> the gain of the streams' mixing composed up to the end of that layer."""
+    hc = trace.hc
+    gain = mixing_gain(hc[(hc["prompt"] == prompt) & (hc["pos"] == pos)])
+    return dict(zip(gain.query("block == 'mlp'").layer, gain.query("block == 'mlp'").gain))
+
+
 def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame:
     """One row per layer (stage "layer") and a last row (stage "boundary") for `position`
     (default: the last prompt position) of a live trace captured with residual and attention.
@@ -91,6 +99,12 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
     (top1 / top1_prob for the first). At the boundary lens holds the next-token candidates (as
     "token prob", plus "(s sample_prob)" when the step was sampled: sampled is True) and chosen
     the token that came next, with its probability chosen_prob.
+
+    Several streams (DeepSeek-V4's mHC): resid_norm is over all streams together, the lens
+    reads them through the model's own head (it collapses them first), attn_write / mlp_write
+    are the norms of the sub-block outputs (before post spreads them over the streams), and
+    two more columns: streams (each stream's norm after the layer) and mix_gain (the gain of
+    the comb matrices composed so far, interp.analysis.streams).
     """
     if trace.readout is None:
         raise InterpError("the journey needs a live trace (a saved one has no readout)")
@@ -113,6 +127,8 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
     experts = _expert_cells(trace, prompt, position)
     texts = token_texts(trace.tokenizer, record.ids.tolist())
     token = show_token(texts[position])
+    several = resid.ndim == 3  # [L+1 N d]: several streams (mHC)
+    gains = _mixing_gains(trace, prompt, position) if several else {}
 
     rows = []
     for layer in range(len(attn)):
@@ -131,6 +147,9 @@ def journey(trace, prompt: int = 0, position: int | None = None) -> pd.DataFrame
             "top1": show_token(words[0]), "top1_prob": float(guesses.values[0]), "chosen": "",
             "chosen_prob": float("nan"), "sampled": False,
         })  # fmt: skip
+        if several:  # each stream's norm after the layer, and the mixing composed so far
+            rows[-1]["streams"] = " ".join(f"{v:.1f}" for v in resid[layer + 1].norm(dim=-1))
+            rows[-1]["mix_gain"] = gains.get(layer, float("nan"))
         if mamba is not None:
             rows[-1]["mamba_write"] = float(mamba[layer])
     candidates, top1, chosen, chosen_prob, sampled = _boundary(trace, prompt, position, lens[-1])
@@ -177,6 +196,8 @@ def format_journey(frame: pd.DataFrame) -> str:
                "experts": "experts", "lens": "logit lens top-3"}  # fmt: skip
     if not layers["experts"].astype(bool).any():
         del columns["experts"]
+    if "streams" in frame.columns:  # several streams (mHC): each one's norm, the mixing gain
+        columns.update(streams="|stream| each", mix_gain="mixing gain")
     if layers["kind"].nunique() > 1:  # a hybrid: say what each layer is
         columns = {"layer": "layer", "kind": "kind", **columns}
     if "mamba_write" in frame:  # after |mlp|

@@ -94,10 +94,22 @@ def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
     return out
 
 
+NO_HEADS = (
+    "the contribution graph splits attention by head (hook_z, W_O); this model's bridge has "
+    "no per-head outputs (DeepSeek-V4's grouped output projection, Nemotron-H's mixers)"
+)
+
+
 def _contributions(trace: Trace, model) -> dict[str, pd.DataFrame]:
     """Per prompt, the contribution graph at the position that predicts the next token."""
     from interp.analysis.contributions import contributions
 
+    if (
+        trace.records
+        and "resid" in trace.records[0].tensors
+        and "z" not in trace.records[0].tensors
+    ):
+        raise Unavailable(NO_HEADS)
     if not trace.weights:
         raise Unavailable("the contribution graph needs the model's W_O: pass model=")
     frames = []

@@ -70,7 +70,7 @@ def model_section(inputs: ReportInputs) -> Section:
         images=[image(figures.kv_bytes(curves, kv), "KV cache bytes against positions")],
         tables=[table(facts, "model facts")],
     )
-    if len({kind for _, kind in layer_memory(cfg)}) > 1:  # several kinds of memory
+    if len({kind for _, kind, _ in layer_memory(cfg)}) > 1:  # several kinds of memory
         section.images.append(image(_memory_figure(inputs, positions), "memory per kind"))
     if not last.empty:
         measured = last[["prompt", "positions", "bytes", "mha_bytes", "measured_bytes"]]
@@ -84,8 +84,8 @@ def model_section(inputs: ReportInputs) -> Section:
 
 def _memory_figure(inputs: ReportInputs, positions):
     cfg = inputs.facts
-    rows = [{"tokens": int(n), "kind": kind, "bytes": formula(cfg, kind, int(n))["bytes"]}
-            for n in positions for _, kind in layer_memory(cfg)]  # fmt: skip
+    rows = [{"tokens": int(n), "kind": kind, "bytes": formula(cfg, kind, int(n), sub)["bytes"]}
+            for n in positions for _, kind, sub in layer_memory(cfg)]  # fmt: skip
     curves = pd.DataFrame(rows).groupby(["kind", "tokens"], sort=False).bytes.sum().reset_index()
     memory = inputs.frame("memory")
     if memory.empty:

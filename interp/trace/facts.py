@@ -32,6 +32,7 @@ class ModelFacts:
     router: str | None = None  # the routing family (interp.trace.routers), e.g. "softmax_topk"
     renormalise_top_k: bool = False  # the chosen experts' weights are rescaled to sum to 1
     n_shared: int = 0  # shared experts per MoE layer, always on
+    router_families: list[str] = field(default_factory=list)  # per MoE layer (V4: hash first)
     dtype: str = "float32"  # what the model computes and caches in ("bfloat16", ...)
     # Per layer, its sub-blocks in the order of the forward: ("attention", "mlp"),
     # ("mamba2",), ("sliding_attention", "moe"), ... (interp.trace.kinds.SEQUENCE_MIXERS).
@@ -77,6 +78,7 @@ class ModelFacts:
             "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
             "d_model": cfg.d_model, "d_head": cfg.d_head, "d_vocab": cfg.d_vocab,
             "n_ctx": cfg.n_ctx, "moe_layers": list(routed),
+            "router_families": [r.family for r in routed.values()],
             "dtype": str(model_dtype(model)).removeprefix("torch."),
             "layer_kinds": layer_kinds(model, routed), "memory_shapes": memory_shapes(model),
             "n_streams": int(getattr(hf_config(model), "hc_mult", None) or 1),

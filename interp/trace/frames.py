@@ -15,6 +15,7 @@ import torch
 from interp.errors import InterpError
 from interp.features.frames import feature_error_frame, features_frame
 from interp.text import token_texts
+from interp.trace import streams
 from interp.trace.hooks import stage_of
 from interp.trace.routers import softmax_topk
 from interp.vocab import long_frame
@@ -75,6 +76,20 @@ def _hybrid_norms(trace, r) -> pd.DataFrame:
     return pd.concat(grids, ignore_index=True)
 
 
+def _stream_norms(r) -> pd.DataFrame:
+    """Several streams (mHC): every stage per stream; a sub-block's delta into stream s is
+    post[s] * its output (interp.trace.streams)."""
+    t = r.tensors
+    resid, post = t["resid"], t["hc_post"]  # [layer+1 pos N d], [layer sub pos N]
+    writes = [post[:, sub, ..., None] * t[name][:, :, None] for sub, name in
+              enumerate(("attn_out", "mlp_out"))]  # fmt: skip
+    stacks = [resid[:-1], writes[0], t["resid_mid"], writes[1], resid[1:]]
+    norms = torch.stack([s.norm(dim=-1) for s in stacks], dim=1)
+    grid = long_frame(norms, "layer stage pos stream", "norm")
+    grid["stage"] = np.array(STAGES)[grid["stage"]]
+    return grid
+
+
 def residual_frame(trace) -> pd.DataFrame:
     """Per layer, the stream before it, what each sub-block writes, and the stream after it
     (STAGES; a hybrid's layers have only their own sub-blocks' stages, e.g. mamba_out)."""
@@ -82,7 +97,9 @@ def residual_frame(trace) -> pd.DataFrame:
     for p, r in enumerate(trace.records):
         if "resid" not in r.tensors:
             continue
-        if "mamba_out" in r.tensors or any(len(k) != 2 for k in trace.facts.layer_kinds):
+        if "hc_post" in r.tensors:
+            grid = _stream_norms(r)
+        elif "mamba_out" in r.tensors or any(len(k) != 2 for k in trace.facts.layer_kinds):
             grid = _hybrid_norms(trace, r)
         else:
             resid, attn, mlp = r.tensors["resid"], r.tensors["attn_out"], r.tensors["mlp_out"]
@@ -93,7 +110,8 @@ def residual_frame(trace) -> pd.DataFrame:
         grid.insert(0, "prompt", p)
         grid["token"] = _texts(trace, r.ids)[grid["pos"]]
         out.append(grid)
-    return _concat(out, ["prompt", "pos", "token", "layer", "stage", "norm"])
+    stream = ["stream"] if trace.facts.n_streams > 1 else []
+    return _concat(out, ["prompt", "pos", "token", "layer", "stage", *stream, "norm"])
 
 
 def _per_head(trace, name: str, value: str, axis_name: str) -> pd.DataFrame:
@@ -215,8 +233,8 @@ def routing_dense_frame(trace) -> pd.DataFrame:
     return _concat(out, DENSE_COLUMNS)
 
 
-ROUTING_COLUMNS = ["prompt", "pos", "token", "layer", "expert", "shared", "selected", "rank",
-                   "weight", "entropy"]  # fmt: skip
+ROUTING_COLUMNS = ["prompt", "pos", "token", "layer", "router", "expert", "shared", "selected",
+                   "rank", "weight", "entropy"]  # fmt: skip
 
 
 def routing_frame(trace) -> pd.DataFrame:
@@ -234,6 +252,8 @@ def routing_frame(trace) -> pd.DataFrame:
         experts = torch.cat([experts, ids.expand_as(shared)], -1)
         weights = torch.cat([weights, shared], -1)
         grid = long_frame(experts, "layer pos rank", "expert")
+        families = facts.router_families or [facts.router] * len(facts.moe_layers)
+        grid["router"] = np.asarray(families)[grid["layer"]]
         grid["layer"] = np.asarray(facts.moe_layers)[grid["layer"]]
         grid["token"] = _texts(trace, r.ids)[grid["pos"]]
         grid["shared"] = grid["rank"] >= facts.top_k
@@ -267,6 +287,18 @@ def _records_frame(trace, attr: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def hc_frame(trace) -> pd.DataFrame:
+    """Several streams (mHC): per token, layer and sub-block, the hyper-connection's collapse
+    (pre), expand (post) and mixing (comb) weights (interp.trace.streams.hc_rows)."""
+    out = []
+    for p, r in enumerate(trace.records):
+        if "hc_comb" in r.tensors:
+            grid = streams.hc_rows(r.tensors, _texts(trace, r.ids))
+            grid.insert(0, "prompt", p)
+            out.append(grid)
+    return _concat(out, streams.HC_COLUMNS)
+
+
 def shapes_frame(trace) -> pd.DataFrame:
     return pd.DataFrame(trace.meta.get("shapes", []), columns=["hook", "shape", "dims"])
 
@@ -280,6 +312,7 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 BUILDERS = {
     "tokens": tokens_frame,
     "residual": residual_frame,
+    "hc": hc_frame,
     "attention": attention_frame,
     "attention_summary": attention_summary_frame,
     "query_entropy": query_entropy_frame,

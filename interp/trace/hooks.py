@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable
 
 import torch
 
+from interp.trace import streams
 from interp.trace.routers import capture_hook, hf_mixer
 from interp.vocab import prob_entropy
 
@@ -69,6 +70,13 @@ class Capture:
         for name in ROUTER_TENSORS:
             setattr(self, name, LayerStack(n_routed))
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
+        # Several streams (mHC, interp.trace.streams): resid is [layer+1 B T N d]; per layer
+        # the streams between its sub-blocks, and per (layer, sub-block) slot 2 * layer + sub
+        # the collapse / expand weights [.. B T N] and the mixing matrix [.. B T N N].
+        self.resid_mid = LayerStack(n_layers)
+        self.hc_pre, self.hc_post = LayerStack(2 * n_layers), LayerStack(2 * n_layers)
+        self.hc_comb = LayerStack(2 * n_layers)
+        self.head_read = LayerStack(1)  # [1 B T d] what the model's hc_head collapses them to
         self.pattern_hooks: list = []  # (HF attention module, pattern hook): see pattern_hooks
 
 
@@ -86,6 +94,35 @@ def _store(target: LayerStack, slot: int):
     return hook
 
 
+def _stream_hooks(cap: Capture, model, layer: int, last: bool) -> list[tuple[str, object]]:
+    """One mHC layer's residual captures: the streams at its boundaries, its sub-blocks'
+    outputs, and each hyper-connection's pre / post / comb (interp.trace.streams)."""
+    prefix = f"blocks.{layer}"
+    out = [
+        (f"{prefix}.hook_in", _store(cap.resid, layer)),
+        (f"{prefix}.mlp_hc.hook_in", _store(cap.resid_mid, layer)),
+        (f"{prefix}.attn.hook_out", _store(cap.attn_out, layer)),
+        (f"{prefix}.mlp.hook_out", _store(cap.mlp_out, layer)),
+    ]
+    for sub, name in enumerate(streams.SUB_BLOCKS):
+        slot, module = 2 * layer + sub, streams.hf_hyper_connection(model, layer, sub)
+
+        def pre(tensor, hook, slot=slot, module=module) -> None:
+            cap.hc_pre.put(slot, streams.hc_pre(module, tensor.detach()))
+
+        out += [
+            (f"{prefix}.{name}_hc.hook_in", pre),
+            (f"{prefix}.{name}_hc.hook_post", _store(cap.hc_post, slot)),
+            (f"{prefix}.{name}_hc.hook_comb", _store(cap.hc_comb, slot)),
+        ]
+    if last:
+        out += [
+            (f"{prefix}.hook_out", _store(cap.resid, layer + 1)),
+            ("hc_head.hook_out", _store(cap.head_read, 0)),
+        ]
+    return out
+
+
 def _row_stats(pattern: torch.Tensor, k: int):
     """Per query row of [B H Tq Tk]: entropy [B H Tq] (`prob_entropy` works through the rows in
     cache-sized blocks: no pattern-sized temporary) and top-k (weights, keys) [B H Tq k]."""
@@ -93,7 +130,7 @@ def _row_stats(pattern: torch.Tensor, k: int):
     return prob_entropy(pattern), top.values, top.indices
 
 
-def _attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
+def attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
     """`rows` [B, nq]: query positions whose full rows are kept; `lengths`: real tokens per
     prompt, so right-padding queries never add to the mass a key receives. `n_keys`: keys so
     far; a sliding layer's KV-cache step sees only its window, the last keys, placed there."""
@@ -193,10 +230,13 @@ def build_hooks(
     hooks: list[tuple[str, object]] = []
     n_layers = model.cfg.n_layers
     hybrid = "blocks.0.hook_mixer_out" in hook_names
+    several = "blocks.0.attn_hc.hook_comb" in hook_names  # mHC: several residual streams
     cap = Capture(n_layers, n_routed, hybrid)
     for layer in range(n_layers):
         prefix = f"blocks.{layer}"
-        if "residual" in groups and hybrid:
+        if "residual" in groups and several:
+            hooks += _stream_hooks(cap, model, layer, layer == n_layers - 1)
+        elif "residual" in groups and hybrid:
             stack = getattr(cap, stage_of(kinds[layer][0]))
             hooks += [
                 (f"{prefix}.hook_resid_pre", _store(cap.resid, layer)),
@@ -215,14 +255,14 @@ def build_hooks(
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups and f"{prefix}.attn.hook_pattern" in hook_names:
-            hook = _attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
+            hook = attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
     if "attention" in groups and hybrid:
         cap.pattern_hooks = [
             (hf_mixer(model, layer),
-             _attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys))
+             attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys))
             for layer, subs in enumerate(kinds) if subs[0].endswith("attention")
         ]  # fmt: skip
     return cap, hooks

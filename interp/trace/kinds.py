@@ -67,6 +67,8 @@ def layer_kinds(model, routed) -> list[tuple[str, ...]]:
     types = getattr(config, "layer_types", None) or [default] * n
     names = {**_LAYER_TYPES, **UNREAD_NAMES.get(getattr(config, "model_type", None), {})}
     ff = ["moe" if layer in routed else "mlp" for layer in range(n)]
+    if getattr(config, "model_type", None) == "deepseek_v4":  # "hash_moe" or "moe" per layer
+        ff = list(config.mlp_layer_types)
     return [(names.get(t, t), ff[layer]) for layer, t in enumerate(types[:n])]
 
 
@@ -76,7 +78,10 @@ def unreadable(kinds: list[tuple[str, ...]], hook_names) -> dict[str, list[int]]
     or the hook holds only part of what the layer writes (Falcon-H1's parallel Mamba)."""
     out: dict[str, list[int]] = {}
     for layer, subs in enumerate(kinds):
-        if f"blocks.{layer}.hook_mixer_out" in hook_names:
+        # hook_mixer_out: a hybrid's one sub-block; attn_hc: DeepSeek-V4's streams, read
+        # through the block's own hooks (interp.trace.streams)
+        readable = (f"blocks.{layer}.hook_mixer_out", f"blocks.{layer}.attn_hc.hook_comb")
+        if any(name in hook_names for name in readable):
             continue
         mixer = subs[0]
         if mixer not in SEQUENCE_MIXERS or f"blocks.{layer}.hook_attn_out" not in hook_names:
@@ -96,6 +101,11 @@ def memory_shapes(model) -> dict:
         out["v_head_dim"] = int(config.v_head_dim)
     if getattr(config, "sliding_window", None):
         out["sliding_window"] = int(config.sliding_window)
+    if getattr(config, "model_type", None) == "deepseek_v4":  # interp.trace.v4_memory
+        out.update(
+            head_dim=int(config.head_dim), index_head_dim=int(config.index_head_dim),
+            compress_rates={k: int(v) for k, v in config.compress_rates.items()},
+        )  # fmt: skip
     if getattr(config, "model_type", None) == "nemotron_h":
         out.update(
             mamba_heads=int(config.mamba_num_heads), mamba_d_head=int(config.mamba_head_dim),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from interp.trace.facts import ModelFacts
-from interp.trace.memory import KINDS, memory_rows
+from interp.trace.memory import memory_rows, registry
 
 
 def kv_cache_bytes(
@@ -19,7 +19,7 @@ def kv_cache_bytes(
 
 def _totals(rows: list[dict], facts: ModelFacts) -> tuple[int, int]:
     held = sum(r["bytes"] for r in rows)
-    mha = sum(r["bytes"] * (facts.group_size if KINDS[r["kind"]].grows_with_heads else 1)
+    mha = sum(r["bytes"] * (facts.group_size if registry()[r["kind"]].grows_with_heads else 1)
               for r in rows)  # fmt: skip
     return held, mha
 

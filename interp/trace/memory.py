@@ -31,9 +31,15 @@ class MemoryKind:
 
     entries: Callable[[ModelFacts, int], int]  # slots held after n tokens
     positions: Callable[[ModelFacts, int], int]  # token positions those slots cover
-    entry_bytes: Callable[[ModelFacts], int]  # bytes of one slot
+    entry_bytes: Callable[..., int] | None  # bytes of one slot
     measure: Callable[[object], int]  # bytes held by a transformers cache layer
     grows_with_heads: bool = False  # bytes scale with key/value heads (GQA saves them)
+    # entries / positions / entry_bytes also take the layer's sequence-mixer kind (its
+    # compression rate differs: DeepSeek-V4's compressed caches, interp.trace.v4_memory).
+    by_layer_kind: bool = False
+    # Slots of mixed widths (V4's compressor state): bytes(facts, n[, sub]) instead of
+    # entries x entry_bytes.
+    total_bytes: Callable[..., int] | None = None
 
 
 def _tensor_bytes(*tensors) -> int:
@@ -41,7 +47,9 @@ def _tensor_bytes(*tensors) -> int:
 
 
 def _kv_measured(layer) -> int:
-    return _tensor_bytes(getattr(layer, "keys", None), getattr(layer, "values", None))
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    # DeepSeek-V4's compressed layers keep K = V in one tensor: counted once.
+    return _tensor_bytes(keys, None if values is keys else values)
 
 
 def _states_measured(name: str) -> Callable[[object], int]:
@@ -96,34 +104,52 @@ HELD_BY: dict[str, tuple[str, ...]] = {
 }
 
 
-def layer_memory(facts: ModelFacts) -> list[tuple[int, str]]:
-    """(layer, memory kind) for every memory the model keeps, in layer order."""
+def registry() -> dict[str, MemoryKind]:
+    """Every memory kind: these and DeepSeek-V4's (interp.trace.v4_memory)."""
+    from interp.trace.v4_memory import KINDS_V4  # it builds on this module's MemoryKind
+
+    return {**KINDS, **KINDS_V4}
+
+
+def _held_by(facts: ModelFacts) -> dict[str, tuple[str, ...]]:
+    if facts.n_streams > 1 and "compress_rates" in facts.memory_shapes:  # DeepSeek-V4
+        from interp.trace.v4_memory import HELD_BY_V4
+
+        return {**HELD_BY, **HELD_BY_V4}
+    return HELD_BY
+
+
+def layer_memory(facts: ModelFacts) -> list[tuple[int, str, str]]:
+    """(layer, memory kind, the sub-block holding it) for every memory the model keeps."""
+    held_by = _held_by(facts)
     return [
-        (layer, kind)
+        (layer, kind, sub)
         for layer, subs in enumerate(facts.layer_kinds)
         for sub in subs
-        for kind in HELD_BY.get(sub, ())
+        for kind in held_by.get(sub, ())
     ]
 
 
-def formula(facts: ModelFacts, kind: str, n: int) -> dict:
-    """positions, entries and bytes of one layer's `kind` after n tokens (one sequence)."""
-    spec = KINDS[kind]
-    entries = spec.entries(facts, n)
-    return {
-        "positions": spec.positions(facts, n),
-        "entries": entries,
-        "bytes": entries * spec.entry_bytes(facts),
-    }
+def formula(facts: ModelFacts, kind: str, n: int, sub: str = "") -> dict:
+    """positions, entries and bytes of one layer's `kind` after n tokens (one sequence);
+    `sub`: the layer's sub-block that holds it (for kinds `by_layer_kind`)."""
+    spec = registry()[kind]
+    extra = (sub,) if spec.by_layer_kind else ()
+    entries = spec.entries(facts, n, *extra)
+    if spec.total_bytes is not None:
+        n_bytes = spec.total_bytes(facts, n, *extra)
+    else:
+        n_bytes = entries * spec.entry_bytes(facts, *extra)
+    return {"positions": spec.positions(facts, n, *extra), "entries": entries, "bytes": n_bytes}
 
 
 def memory_rows(facts: ModelFacts, n: int, past=None) -> list[dict]:
     """One row per (layer, memory kind) after n tokens; measured in `past` when given."""
     layers = getattr(past, "layers", None)
     rows = []
-    for layer, kind in layer_memory(facts):
-        row = {"layer": layer, "kind": kind, **formula(facts, kind, n)}
+    for layer, kind, sub in layer_memory(facts):
+        row = {"layer": layer, "kind": kind, **formula(facts, kind, n, sub)}
         if layers is not None:
-            row["measured_bytes"] = KINDS[kind].measure(layers[layer])
+            row["measured_bytes"] = registry()[kind].measure(layers[layer])
         rows.append(row)
     return rows

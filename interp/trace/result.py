@@ -138,13 +138,20 @@ class Trace:
 
 def _readout(model):
     """The model's own final norm + unembedding, as a function of a captured (float32, CPU)
-    residual [... d]: run on the norm's device in the model's dtype, so the last layer's
-    readout is what the model computed; the logits come back float32 on the CPU."""
+    residual [... d] ([... N d] with several streams, collapsed by the model's own hc_head):
+    run on the norm's device in the model's dtype, so the last layer's readout is what the
+    model computed; the logits come back float32 on the CPU."""
     norm_weights = list(model.ln_final.parameters())
     device = norm_weights[0].device if norm_weights else input_device(model)
     dtype = model_dtype(model)
 
+    # DeepSeek-V4 keeps several streams [..., N, d]: its own head collapses them first.
+    hc_head = getattr(model, "hc_head", None)
+
     def readout(x: torch.Tensor) -> torch.Tensor:
-        return model.unembed(model.ln_final(x.to(device, dtype))).float().cpu()
+        x = x.to(device, dtype)
+        if hc_head is not None:
+            x = hc_head(x.reshape(-1, 1, *x.shape[-2:])).reshape(*x.shape[:-2], x.shape[-1])
+        return model.unembed(model.ln_final(x)).float().cpu()
 
     return readout

@@ -15,6 +15,12 @@ Families, as transformers 5.23 implements them:
                  norm_topk_prob) * routed_scaling_factor: DeepSeek-V3, Kimi K2,
                  Nemotron-H (one shared expert, added unweighted)
   sigmoid_topk   top-k of z; weights sigmoid(z) that scale the expert's INPUT: Llama 4
+  score_topk     s = score_fn(z) (the config's scoring_func: sqrtsoftplus by default,
+                 sigmoid, softmax); top-k of s + e_score_correction_bias; weights
+                 s / sum(s chosen) * routed_scaling_factor: DeepSeek-V4 (one shared expert)
+  hash           the experts come from a fixed token-id table (tid2eid[token], not the
+                 logits); weights as score_topk from the learned gate: DeepSeek-V4's first
+                 layers. choice is s at the table's experts, -inf elsewhere.
 
 The Hugging Face router module is hooked directly (the bridge exposes no router output for
 DeepSeek-V3); interp.trace.hooks keeps each decision as router_* tensors per MoE layer.
@@ -100,6 +106,32 @@ def sigmoid_topk(logits: torch.Tensor, k: int) -> Decision:
     return Decision(z, s, s, experts, s.gather(-1, experts), s / s.sum(-1, keepdim=True))
 
 
+def _normalised(s: torch.Tensor, experts: torch.Tensor, scale: float) -> torch.Tensor:
+    weights = s.gather(-1, experts)
+    return weights / (weights.sum(-1, keepdim=True) + 1e-20) * scale
+
+
+def score_topk(logits, k: int, bias: torch.Tensor, score_fn, scale: float) -> Decision:
+    z = logits.float()
+    s = score_fn(z)
+    c = s + bias.float()
+    experts = _ranked(c, k)
+    return Decision(z, s, c, experts, _normalised(s, experts, scale), s / s.sum(-1, keepdim=True))
+
+
+def hash_table(logits, table_experts: torch.Tensor, score_fn, scale: float) -> Decision:
+    z = logits.float()
+    s = score_fn(z)
+    choice = torch.full_like(s, float("-inf")).scatter(
+        -1, table_experts, s.gather(-1, table_experts)
+    )
+    # Ranked by the gate's score among the table's experts (the table has no order of its own).
+    experts = table_experts.gather(-1, s.gather(-1, table_experts).argsort(-1, descending=True))
+    return Decision(
+        z, s, choice, experts, _normalised(s, experts, scale), s / s.sum(-1, keepdim=True)
+    )
+
+
 @dataclass
 class Router:
     """One HF MoE block, read for routing: `module` is hooked; its output holds the logits."""
@@ -113,6 +145,7 @@ class Router:
     n_shared: int = 0
     shared_gate: torch.nn.Module | None = None  # Qwen2-MoE: weight = sigmoid(gate(x))
     scales_input: bool = False  # Llama 4 scales the expert's input, not its output
+    reads_ids: bool = False  # decide(logits, token ids): hash routing
 
     @property
     def n_experts(self) -> int:
@@ -162,6 +195,24 @@ def _llama4(block) -> Router:
                   logits_at=1, n_shared=1, scales_input=True)  # fmt: skip
 
 
+def _deepseek_v4(block) -> Router:
+    gate = block.gate
+    gate = getattr(gate, "original_component", None) or gate
+    scale, score_fn = gate.routed_scaling_factor, gate.score_fn
+    if block.is_hash:
+        table = gate.tid2eid
+
+        def decide(z, ids):
+            return hash_table(z, table[ids.reshape(-1)].long(), score_fn, scale)
+
+        return Router("hash", block, block.gate, decide, True, n_shared=1, reads_ids=True)
+
+    def decide_topk(z):
+        return score_topk(z, gate.top_k, gate.e_score_correction_bias, score_fn, scale)
+
+    return Router("score_topk", block, block.gate, decide_topk, True, n_shared=1)
+
+
 # HF MoE block class -> how to read its router. Blocks not listed are not routed (dense MLPs).
 FAMILIES: dict[str, Callable[[torch.nn.Module], Router]] = {
     "OlmoeSparseMoeBlock": _softmax,
@@ -173,6 +224,7 @@ FAMILIES: dict[str, Callable[[torch.nn.Module], Router]] = {
     "DeepseekV3MoE": _deepseek,
     "NemotronHMoE": _deepseek,
     "Llama4TextMoe": _llama4,
+    "DeepseekV4SparseMoeBlock": _deepseek_v4,
 }
 
 
@@ -213,7 +265,10 @@ def capture_hook(router: Router, store: Callable[[torch.Tensor, Decision], None]
 
     def hook(module, args, output) -> None:
         x = args[0].detach().reshape(-1, args[0].shape[-1])
-        logits = output[router.logits_at].detach()
-        store(x, router.decide(logits.reshape(-1, logits.shape[-1])))
+        logits = output[router.logits_at].detach().reshape(-1, output[router.logits_at].shape[-1])
+        if router.reads_ids:  # DeepSeek-V4's hash router is called as gate(x, input_ids)
+            store(x, router.decide(logits, args[1].detach()))
+        else:
+            store(x, router.decide(logits))
 
     return hook

@@ -26,7 +26,7 @@ from interp.errors import InterpError
 from interp.features.attach import attach
 from interp.models.devices import input_device
 from interp.prompts import encode_text
-from interp.trace import assemble, frames, hooks, kinds
+from interp.trace import assemble, frames, hooks, kinds, v4_attention
 from interp.trace.facts import ModelFacts
 from interp.trace.kv_cache import summary
 from interp.trace.memory import memory_rows
@@ -239,6 +239,12 @@ class _Runner:
         # The user's hooks first: what is captured is what the model used.
         dense = "routing_dense" in self.groups
         handles = hooks.router_hooks(captured, self.routers, ids.shape[0], dense)
+        if "attention" in self.groups and self.facts.n_streams > 1:  # DeepSeek-V4: no hook_pattern
+            handles += v4_attention.attention_handles(
+                self.model, self.facts, lambda layer: hooks.attention_hook(
+                    captured, layer, self.keep_full, rows, lengths, n_keys
+                ), n_keys,
+            )  # fmt: skip
         handles += hooks.pattern_hooks(captured)
         try:
             with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks), _bridge_faults():

@@ -50,6 +50,13 @@ ZOO: dict[str, ZooEntry] = {
             "experiments/train_tiny_hybrid.py",
         ),
         ZooEntry(
+            "tiny-deepseek-v4",
+            "hf_dir",
+            "DeepSeek-V4-class MoE (4 residual streams mixed by Sinkhorn; sliding, compressed-"
+            "sparse and heavily-compressed attention; one hash-routed layer) trained by "
+            "experiments/train_tiny_deepseek_v4.py",
+        ),
+        ZooEntry(
             "attn-only-1l",
             "native_dir",
             "1-layer attention-only model (experiments/induction_needs_two_layers.py)",

@@ -351,6 +351,11 @@ class _Runner:
         query_logits = logits[0, n0 - 1 :].float().cpu()
         record = PromptRecord(full, n0, logprob, ent, queries, query_logits, tensors)
         record.sampling = rows
+        for step in range(steps + 1):  # what a KV cache would hold (nothing to measure)
+            memory = memory_rows(self.facts, n0 + step)
+            record.memory += [{"step": step, **row} for row in memory]
+            if step:
+                record.kv_cache.append(summary(memory, self.facts, step, n0 + step))
         return record
 
 

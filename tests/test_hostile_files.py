@@ -178,3 +178,14 @@ def test_a_hostile_model_directory(case, tmp_path):
     if not chat:
         with pytest.raises(InterpError):
             interp.load(str(damaged))
+
+
+def test_saved_cfg_schema_covers_every_model_fact():
+    """A saved run's cfg is ModelFacts as JSON: a fact without a type in the schema would make
+    every saved run of every model unreadable (it did, when layer kinds were added)."""
+    from dataclasses import fields
+
+    from interp.trace.facts import ModelFacts
+    from interp.trace.saved import CFG, CFG_OPTIONAL
+
+    assert set(CFG) | set(CFG_OPTIONAL) == {f.name for f in fields(ModelFacts)}

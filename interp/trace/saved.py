@@ -23,7 +23,8 @@ CFG = {"n_layers": int, "n_heads": int, "n_key_value_heads": int, "d_model": int
        "d_vocab": int, "n_ctx": int}  # fmt: skip
 CFG_OPTIONAL = {"moe_layers": [int], "n_experts": int, "top_k": int, "router": (str, type(None)),
                 "renormalise_top_k": bool, "n_shared": int, "dtype": str,
-                "layer_kinds": [[str]], "n_streams": int, "memory_shapes": dict}  # fmt: skip
+                "layer_kinds": [[str]], "n_streams": int, "memory_shapes": dict,
+                "router_families": [str]}  # fmt: skip
 MAX_SIZE = 2**24
 MAX_PROMPT_CHARS = 2**24  # a prompt's text as kept in meta: far beyond any context
 TOKENS = {"prompt": "int", "pos": "int", "token_id": "int", "token": "str", "generated": "bool"}

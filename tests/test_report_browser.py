@@ -22,7 +22,7 @@ from interp.report import build_report
 
 MARKUP = "<script>alert(1)</script><b>x</b>"
 SECTION_IDS = {"model", "text", "journey", "residual", "attention", "coverage", "contributions",
-               "patching", "experts", "shapes", "summary"}  # fmt: skip
+               "patching", "experts", "features", "shapes", "summary"}  # fmt: skip
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

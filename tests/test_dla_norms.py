@@ -44,8 +44,8 @@ FAMILIES = ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "gpt2"]
 IDS = torch.tensor([3, 17, 5, 40, 22, 9, 31])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_dla_sums_to_transformers_logit(family, tmp_path):
+def _random_norms(family: str, path):
+    """A tiny checkpoint of the family with random norm weights and biases, and interp's load."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -54,9 +54,15 @@ def test_dla_sums_to_transformers_logit(family, tmp_path):
         for name, p in reference.named_parameters():
             if "norm" in name or ".ln_" in name or name.endswith("ln_f.weight"):
                 p.copy_(torch.randn_like(p) * 0.5 + (0.0 if name.endswith("bias") else 0.3))
+    reference.save_pretrained(path)
+    return reference, interp.load(str(path))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dla_sums_to_transformers_logit(family, tmp_path):
+    reference, model = _random_norms(family, tmp_path)
+    with torch.no_grad():
         expected = reference(IDS[None]).logits[0, -1].double()
-    reference.save_pretrained(tmp_path)
-    model = interp.load(str(tmp_path))
     trace = interp.trace(model, IDS, capture=("residual",))
     # The lens and the journey read the stream through the model's own final norm
     # (trace.readout): after the last layer, that is transformers' logit, for every family.
@@ -72,3 +78,19 @@ def test_dla_sums_to_transformers_logit(family, tmp_path):
     if family != "gpt2":
         bias = frame.loc[frame["kind"] == "bias", "logit"].iloc[0]
         assert abs(bias) < 1e-4, (family, bias)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_copy_scores_fold_the_scale_each_norm_applies(family, tmp_path):
+    """The induction probe's copy scores fold each RMSNorm's scale into W_V and W_U: the scale
+    transformers' module applies, w for Llama and 1 + w for Gemma."""
+    from interp.runs.induction import _norm_weights
+
+    reference, model = _random_norms(family, tmp_path)
+    ln1, final = _norm_weights(model)
+    x = torch.randn(5, SHAPE["hidden_size"])
+    normed = x * x.pow(2).mean(-1, keepdim=True).add(reference.config.rms_norm_eps).rsqrt()
+    with torch.no_grad():
+        for layer, block in enumerate(reference.model.layers):
+            torch.testing.assert_close(normed * ln1[layer], block.input_layernorm(x))
+        torch.testing.assert_close(normed * final, reference.model.norm(x))

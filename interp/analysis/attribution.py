@@ -50,14 +50,14 @@ def final_norm(model) -> FinalNorm:
     if kind not in ("RMS", "LN", "none"):
         raise InterpError(f"direct logit attribution does not know the final norm {kind!r}")
     post = tuple(
-        _read_norm(block.ln1_post, kind, model.cfg.eps) if hasattr(block, "ln1_post") else None
+        read_norm(block.ln1_post, kind, model.cfg.eps) if hasattr(block, "ln1_post") else None
         for block in model.blocks
     )
-    final = _read_norm(model.ln_final, kind, model.cfg.eps)
+    final = read_norm(model.ln_final, kind, model.cfg.eps)
     return FinalNorm(final.kind, final.weight, final.bias, final.eps, post_attn=post)
 
 
-def _read_norm(module, kind: str, default_eps: float) -> FinalNorm:
+def read_norm(module, kind: str, default_eps: float) -> FinalNorm:
     """One norm's parameters, float32 on the CPU (like the captures); a weight the module
     applies as 1 + w is returned as 1 + w, told apart by running the module on a probe."""
     params = {name.rsplit(".", 1)[-1]: p for name, p in module.named_parameters()}

@@ -190,9 +190,9 @@ def copy_scores(
     n_heads, n_kv_heads = W_O.shape[1], W_V.shape[1]
     W_E, W_V, W_O, W_U = (w.detach().double() for w in (W_E, W_V, W_O, W_U))
     if ln1 is not None:
-        W_V = ln1.detach().double()[:, None, :, None] * W_V
+        W_V = ln1.detach().double().to(W_V.device)[:, None, :, None] * W_V
     if ln_final is not None:
-        W_U = ln_final.detach().double()[:, None] * W_U
+        W_U = ln_final.detach().double().to(W_U.device)[:, None] * W_U
     W_V = W_V.repeat_interleave(n_heads // n_kv_heads, dim=1)
     # The nonzero eigenvalues of ABCD equal those of its cyclic shift CDAB, so the
     # [vocab, vocab] circuit reduces to [d_head, d_head]: W_O W_U W_E W_V.

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from interp.analysis import induction as ind
+from interp.analysis.attribution import read_norm
 from interp.errors import InterpError
 from interp.trace import ModelFacts, trace
 
@@ -120,10 +121,18 @@ def induction_heads(
 
 
 def _norm_weights(model):
-    """(ln1 [layers, d_model], ln_final [d_model]): the norms' channel weights, None where the
-    model has none."""
-    ln1 = [getattr(getattr(block, "ln1", None), "weight", None) for block in model.blocks]
-    final = getattr(getattr(model, "ln_final", None), "weight", None)
+    """(ln1 [layers, d_model], ln_final [d_model]): the scale each norm applies (w, or 1 + w
+    for Gemma's norms, as DLA reads them), None where the model has none."""
+    kind = model.cfg.normalization_type or "none"
+    kind = {"RMSPre": "RMS", "LNPre": "LN"}.get(kind, kind)
+
+    def scale(module):
+        if getattr(module, "weight", None) is None:
+            return None
+        return read_norm(module, kind, model.cfg.eps).weight
+
+    ln1 = [scale(getattr(block, "ln1", None)) for block in model.blocks]
+    final = scale(getattr(model, "ln_final", None))
     return (torch.stack(ln1) if all(w is not None for w in ln1) else None), final
 
 

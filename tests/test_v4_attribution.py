@@ -167,6 +167,8 @@ def test_stream_arguments_are_checked(traced):
 def test_contribution_parts_sum_to_what_the_next_sub_block_reads(tiny_deepseek_v4):
     from interp.analysis.contributions import collapsed_parts, stream_contributions
     from interp.report.derived import derive
+    from interp.report.inputs import ReportInputs
+    from interp.report.patching import contributions_section
 
     # What the model's own modules collapse the streams to: each hyper-connection's output
     # (what its sub-block reads), and the head's.
@@ -185,5 +187,33 @@ def test_contribution_parts_sum_to_what_the_next_sub_block_reads(tiny_deepseek_v
     frame = stream_contributions(t, W_O, pos=9)
     assert len(frame) == 4 * (1 + 4 + 2)
     assert frame.groupby(["layer", "stage"]).share.sum().to_numpy() == pytest.approx(1, abs=1e-5)
-    report = derive(trace, model_level=False)["contributions"]
+    derived = derive(trace, model_level=False)
+    report = derived["contributions"]
     assert set(report.stage) == {"attn", "mlp"} and len(report) == len(frame)
+    part = contributions_section(ReportInputs([trace], [derived]))
+    assert len(part.images) == 1 and "collapsed stream the next sub-block reads" in part.notes[0]
+
+
+def test_reach_by_stream_is_the_forward_mixing_read_by_the_head(traced):
+    from interp.analysis.streams import reach
+
+    t = traced.records[0].tensors
+    # The head's weights, recomputed from its own parameters, collapse the last streams into
+    # what the model's hc_head returned (its hooked output).
+    collapsed = (t["hc_head"][..., None] * t["resid"][-1]).sum(-2)
+    torch.testing.assert_close(collapsed, t["resid_read"][-1], rtol=1e-5, atol=1e-6)
+    pos = 6
+    embed, writes = reach(t, pos)
+    post, comb = t["hc_post"][:, :, pos].double(), t["hc_comb"][:, :, pos].double()
+    head = t["hc_head"][pos].double()
+    order = [(layer, sub) for layer in range(4) for sub in (0, 1)]
+    # Forwards, as DeepseekV4DecoderLayer mixes: stream weights g -> comb^T g at each later
+    # sub-block, then the head reads stream s with weight head[s].
+    g = torch.ones(4, dtype=torch.float64)
+    for i, (layer, sub) in enumerate(order):
+        g = comb[layer, sub].T @ g
+        mine = post[layer, sub]
+        for later in order[i + 1 :]:
+            mine = comb[later].T @ mine
+        torch.testing.assert_close(writes[layer, sub], head * mine)
+    torch.testing.assert_close(embed, head * g)

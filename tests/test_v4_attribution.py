@@ -47,7 +47,7 @@ def test_components_sum_to_the_zoo_models_logit(zoo):
     trace = interp.trace(zoo, "the cat sat on the mat because", max_new_tokens=2)
     frame = direct_logit_attribution(trace, final_norm(zoo))
     assert set(frame.kind) == {"embed", "head", "mlp", "bias"}
-    assert len(frame) == 1 + 4 * (zoo.cfg.n_heads + 1) + 1
+    assert len(frame) == 1 + zoo.cfg.n_layers * (zoo.cfg.n_heads + 1) + 1
     for pos in (None, trace.records[0].n_prompt):
         gap = _sum_gap(zoo, trace, pos=pos)
         print(f"\ntiny-deepseek-v4 DLA at pos {pos}: |sum - logit| / |logit| {gap:.1e}")
@@ -123,7 +123,8 @@ def test_a_component_equals_a_frozen_hand_ablation(tiny_deepseek_v4, traced, lay
     frame = direct_logit_attribution(traced, final_norm(tiny_deepseek_v4), pos=7)
     row = frame.query(f"layer == {layer} and head == {-1 if head is None else head}")
     by_hand = _hand_ablation(tiny_deepseek_v4, IDS, 7, int(frame.target_id[0]), layer, head)
-    print(f"\nL{layer} {head}: DLA {row.logit.item():.6f}, hand ablation {by_hand:.6f}")
+    gap = abs(row.logit.item() - by_hand)
+    print(f"\nL{layer} {head}: DLA {row.logit.item():.6f}, hand ablation {by_hand:.6f} ({gap:.1e})")
     assert row.logit.item() == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
 
 
@@ -135,7 +136,8 @@ def test_a_component_of_the_zoo_model_equals_a_frozen_hand_ablation(zoo):
     for layer, head in [(0, 1), (1, None)]:
         row = frame.query(f"layer == {layer} and head == {-1 if head is None else head}")
         by_hand = _hand_ablation(zoo, trace.records[0].ids, pos, target, layer, head)
-        print(f"\ntiny-deepseek-v4 L{layer} {head}: DLA {row.logit.item():.6f}, hand {by_hand:.6f}")
+        gap = abs(row.logit.item() - by_hand)
+        print(f"\ntiny-deepseek-v4 L{layer} {head}: DLA {row.logit.item():.6f}, hand ({gap:.1e})")
         assert row.logit.item() == pytest.approx(by_hand, rel=1e-4, abs=1e-5)
 
 

@@ -25,8 +25,7 @@ def _logprobs(trace, resid: torch.Tensor, collapse: bool = True) -> torch.Tensor
     """log-softmax of the readout of a residual [T, d] ([T, N, d] collapsed, or one stream
     [T, d] with collapse=False): [T, vocab], in float64 for the KL."""
     with torch.no_grad():
-        logits = trace.readout(resid) if collapse else trace.readout(resid, collapse=False)
-        return logits.double().log_softmax(-1)
+        return trace.readout(resid, collapse=collapse).double().log_softmax(-1)
 
 
 def _streams(trace, prompt: int, stream: int | None) -> torch.Tensor:

@@ -16,6 +16,14 @@ without its own bias (GPT-2). Post-block norms (Gemma 2/3, OLMo 2: TL's `ln1_pos
 normalise what a block writes before adding it: the MLP's captured write is already normed, and
 each head's write goes through the post-attention norm with its scale frozen at the real sum of
 the heads, which is linear again, so heads still sum to what attention wrote.
+
+Several residual streams (DeepSeek-V4's mHC): the logit reads the collapse the model's head
+makes of its last streams. With that collapse's weights (hc_head) and every hyper-connection's
+post / comb frozen at the token, as the norm's scale is, the logit is linear in the streams
+again: each write (the embedding, each head through V4's grouped output projection, each MoE)
+is weighted by how much of it reaches the head through the later mixing (`streams.reach`), and
+the components still sum to the logit. The attribution is of the collapsed readout; `reach`
+also splits it by the last stream it arrives through.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from interp.analysis import streams
 from interp.errors import InterpError
 
 
@@ -143,11 +152,12 @@ def direct_logit_attribution(
     if trace.readout is None or not trace.weights:
         raise InterpError("direct logit attribution needs a live trace (weights and readout)")
     record = trace.records[prompt]
-    if "z" not in record.tensors:  # DeepSeek-V4, Nemotron-H: no per-head outputs to split
+    if "z" not in record.tensors:  # Nemotron-H: its mixers have no per-head outputs to split
         raise InterpError(
             "direct logit attribution needs per-head z (hook_z), which this "
             "model's bridge does not expose"
         )
+    several = "hc_head" in record.tensors  # DeepSeek-V4's streams (mHC): see `streams.reach`
     resid = trace.tensor("resid", prompt).double()
     pos = record.n_prompt - 1 if pos is None else pos
     if not 0 <= pos < resid.shape[1]:
@@ -164,23 +174,32 @@ def direct_logit_attribution(
     if other is not None:
         direction, real = direction - W_U[:, other], real - logits[other]
         bias = bias - b_U[other]
-    u, norm_offset = readout_direction(resid[-1, pos], norm, direction)
+    # The norm reads the collapsed stream (several streams: what the model's head collapsed).
+    x = trace.tensor("resid_read", prompt)[-1, pos].double() if several else resid[-1, pos]
+    u, norm_offset = readout_direction(x, norm, direction)
 
     z = trace.tensor("z", prompt)[:, pos].double()  # [L, H, d_head]
     heads = torch.einsum("lhe,lhed->lhd", z, trace.weights["W_O"].detach().double())  # [L, H, d]
     heads = _through_post_norms(heads, norm.post_attn)
+    n_layers = heads.shape[0]
+    # How much of each write the readout sees: 1 in one stream, the mixing's reach in several.
+    embed, reach = (1.0, torch.ones(n_layers, 2, dtype=torch.float64))
+    if several:
+        embed, reach = (r.sum(-1) for r in streams.reach(record.tensors, pos))
     attn_bias = trace.tensor("attn_out", prompt)[:, pos].double() - heads.sum(1)  # [L, d]
-    mlp = trace.tensor("mlp_out", prompt)[:, pos].double() @ u  # [L]
-    head_logit = heads @ u  # [L, H]
-    n_layers, n_heads = head_logit.shape
+    mlp = trace.tensor("mlp_out", prompt)[:, pos].double() @ u * reach[:, 1]  # [L]
+    head_logit = heads @ u * reach[:, :1]  # [L, H]
+    n_heads = head_logit.shape[1]
 
-    rows = [("embed", "embed", -1, -1, float(resid[0, pos] @ u))]
+    first = resid[0, pos, 0] if several else resid[0, pos]  # V4 copies it into every stream
+    rows = [("embed", "embed", -1, -1, float(first @ u * embed))]
     for layer in range(n_layers):
         rows += [
             (f"L{layer}H{h}", "head", layer, h, float(head_logit[layer, h])) for h in range(n_heads)
         ]
         rows.append((f"L{layer} mlp", "mlp", layer, -1, float(mlp[layer])))
-    rows.append(("bias", "bias", -1, -1, float(bias + norm_offset + (attn_bias @ u).sum())))
+    attn_bias = (attn_bias @ u * reach[:, 0]).sum()
+    rows.append(("bias", "bias", -1, -1, float(bias + norm_offset + attn_bias)))
     frame = pd.DataFrame(rows, columns=["component", "kind", "layer", "head", "logit"])
 
     # The writes add up to x only to the model's rounding; a gap beyond that means a misread

@@ -8,6 +8,12 @@ max(0, |y| - |y - c_i|), is large when removing c_i would shrink y, and 0 when c
 shares are proximities over their total, so the residual x and the parts add up to 1. Parts under
 `threshold` are the graph's dropped edges. A MoE layer counts as one MLP here (its experts'
 separate writes are not captured by a trace).
+
+Several residual streams (DeepSeek-V4's mHC, `stream_contributions`): a sub-block does not add
+to one residual; it maps the streams S to comb^T S + post (x) out. The graph is then measured on
+the collapsed stream the next sub-block reads (the model's head after the last one), which is
+exactly a sum again: pre_next . (comb^T S) (the carried "resid" part) plus (pre_next . post)
+times each part of out (each head through V4's grouped output projection, or the MoE).
 """
 
 from __future__ import annotations
@@ -59,6 +65,48 @@ def contributions(
             shares = proximity_shares(mid + out, torch.stack([mid, out]))
             rows += [(layer, "mlp", "resid", -1, float(shares[0])),
                      (layer, "mlp", "mlp", -1, float(shares[1]))]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["layer", "stage", "part", "head", "share"])
+    frame.insert(0, "pos", pos)
+    frame.insert(0, "prompt", prompt)
+    frame["kept"] = frame["share"] >= threshold
+    return frame
+
+
+def collapsed_parts(tensors: dict, W_O: torch.Tensor, pos: int):
+    """Several streams: per (layer, sub-block 0 attention / 1 MoE) at `pos`, the collapsed
+    stream the next sub-block reads, split into [carried, *parts] ([1 + heads or 2, d])."""
+    resid, mid, z = tensors["resid"][:, pos], tensors["resid_mid"][:, pos], tensors["z"][:, pos]
+    pre, post = tensors["hc_pre"][:, :, pos], tensors["hc_post"][:, :, pos]
+    comb = tensors["hc_comb"][:, :, pos]
+    reads_next = [*pre.flatten(0, 1)[1:], tensors["hc_head"][pos]]  # [N] each, forward order
+    out = {}
+    for i, read in enumerate(reads_next):
+        layer, sub = divmod(i, 2)
+        before = resid[layer] if sub == 0 else mid[layer]  # [N d]
+        carried = read @ (comb[layer, sub].T @ before)
+        if sub == 0:
+            parts = torch.einsum("he,hed->hd", z[layer], W_O[layer].float())
+        else:
+            parts = tensors["mlp_out"][layer, pos][None]
+        out[layer, sub] = torch.cat([carried[None], (read @ post[layer, sub]) * parts])
+    return out
+
+
+def stream_contributions(
+    tensors: dict, W_O: torch.Tensor, pos: int = -1, prompt: int = 0, threshold: float = THRESHOLD
+) -> pd.DataFrame:
+    """`contributions` for a several-stream record (interp.trace.streams' tensors, with z):
+    the same columns, each share measured on the collapsed stream the next sub-block reads."""
+    pos = pos % tensors["resid"].shape[1]
+    rows = []
+    for (layer, sub), parts in collapsed_parts(tensors, W_O, pos).items():
+        shares = proximity_shares(parts.sum(0), parts)
+        stage = ("attn", "mlp")[sub]
+        rows.append((layer, stage, "resid", -1, float(shares[0])))
+        if sub == 0:
+            rows += [(layer, stage, "head", h, float(x)) for h, x in enumerate(shares[1:])]
+        else:
+            rows.append((layer, stage, "mlp", -1, float(shares[1])))
     frame = pd.DataFrame(rows, columns=["layer", "stage", "part", "head", "share"])
     frame.insert(0, "pos", pos)
     frame.insert(0, "prompt", prompt)

@@ -96,13 +96,14 @@ def _coverage(trace: Trace, model) -> dict[str, pd.DataFrame | str]:
 
 NO_HEADS = (
     "the contribution graph splits attention by head (hook_z, W_O); this model's bridge has "
-    "no per-head outputs (DeepSeek-V4's grouped output projection, Nemotron-H's mixers)"
+    "no per-head outputs (Nemotron-H's mixers)"
 )
 
 
 def _contributions(trace: Trace, model) -> dict[str, pd.DataFrame]:
-    """Per prompt, the contribution graph at the position that predicts the next token."""
-    from interp.analysis.contributions import contributions
+    """Per prompt, the contribution graph at the position that predicts the next token (on
+    the collapsed stream each sub-block reads, for a model with several streams)."""
+    from interp.analysis.contributions import contributions, stream_contributions
 
     if (
         trace.records
@@ -117,6 +118,9 @@ def _contributions(trace: Trace, model) -> dict[str, pd.DataFrame]:
         t = record.tensors
         if "z" not in t:
             raise Unavailable("the residual stream was not captured in this trace")
+        if "hc_head" in t:  # DeepSeek-V4's streams
+            frames.append(stream_contributions(t, trace.weights["W_O"], pos=-1, prompt=p))
+            continue
         frames.append(contributions(t["resid"], t["attn_out"], t["mlp_out"], t["z"],
                                     trace.weights["W_O"], pos=-1, prompt=p))  # fmt: skip
     return {"contributions": pd.concat(frames, ignore_index=True)}

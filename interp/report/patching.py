@@ -81,6 +81,12 @@ def contributions_section(inputs: ReportInputs) -> Section:
     if frame is None:
         section.notes.append(f"Not available for this report: {inputs.reason('contributions')}.")
         return section
+    if inputs.facts.n_streams > 1:
+        section.notes.append(
+            f"This model keeps {inputs.facts.n_streams} residual streams, mixed between "
+            "sub-blocks: each share is of the collapsed stream the next sub-block reads (the "
+            "model's head after the last one); 'resid' is what the mixing carries into it."
+        )
     measures: dict[str, list] = {}
     for p, prompt in enumerate(inputs.prompts):
         own = frame[frame["prompt"] == p]

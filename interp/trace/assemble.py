@@ -35,7 +35,8 @@ def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict
             for name in ("hc_pre", "hc_post", "hc_comb"):  # [layer sub-block pos ...]
                 out[name] = cut(getattr(cap, name), slice(n)).unflatten(0, (-1, 2))
             out["resid_read"] = streams.reads(out, cut(cap.head_read, slice(n)))
-        if cap.z:  # hybrids' bridges expose no per-head z
+            out["hc_head"] = cut(cap.head_pre, slice(n))[0]  # [pos N]
+        if cap.z:  # hybrids' bridges expose no per-head z (V4's: see interp.trace.v4_attention)
             out["z"] = cut(cap.z, slice(n))
     if cap.key_mass:
         out["key_mass"] = cut(cap.key_mass, slice(None), slice(keys))
@@ -63,7 +64,7 @@ def concat_steps(parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, 
     by_position = {"resid": 1, "attn_out": 1, "mlp_out": 1, "mamba_out": 1, "z": 1,
                    "query_entropy": 2, "top_weights": 2, "top_keys": 2}  # fmt: skip
     by_position.update(dict.fromkeys(ROUTER_TENSORS, 1))
-    by_position.update(resid_mid=1, resid_read=1, hc_pre=2, hc_post=2, hc_comb=2)
+    by_position.update(resid_mid=1, resid_read=1, hc_pre=2, hc_post=2, hc_comb=2, hc_head=0)
     for name, axis in by_position.items():
         if name in first:
             out[name] = torch.cat([p[name] for p in parts], dim=axis)

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 
 import torch
 
-from interp.trace import streams
+from interp.trace import streams, v4_attention
 from interp.trace.routers import capture_hook, hf_mixer
 from interp.vocab import prob_entropy
 
@@ -77,6 +77,7 @@ class Capture:
         self.hc_pre, self.hc_post = LayerStack(2 * n_layers), LayerStack(2 * n_layers)
         self.hc_comb = LayerStack(2 * n_layers)
         self.head_read = LayerStack(1)  # [1 B T d] what the model's hc_head collapses them to
+        self.head_pre = LayerStack(1)  # [1 B T N] and the weights it collapses them with
         self.pattern_hooks: list = []  # (HF attention module, pattern hook): see pattern_hooks
 
 
@@ -96,12 +97,18 @@ def _store(target: LayerStack, slot: int):
 
 def _stream_hooks(cap: Capture, model, layer: int, last: bool) -> list[tuple[str, object]]:
     """One mHC layer's residual captures: the streams at its boundaries, its sub-blocks'
-    outputs, and each hyper-connection's pre / post / comb (interp.trace.streams)."""
+    outputs, its heads' outputs z, and each hyper-connection's pre / post / comb
+    (interp.trace.streams); after the last layer, the model's final collapse (hc_head)."""
     prefix = f"blocks.{layer}"
+
+    def heads(tensor, hook) -> None:  # V4 has no hook_z: the grouped projection's input
+        cap.z.put(layer, v4_attention.heads_of(tensor, model.cfg.n_heads))
+
     out = [
         (f"{prefix}.hook_in", _store(cap.resid, layer)),
         (f"{prefix}.mlp_hc.hook_in", _store(cap.resid_mid, layer)),
         (f"{prefix}.attn.hook_out", _store(cap.attn_out, layer)),
+        (f"{prefix}.attn.o_a_proj.hook_in", heads),
         (f"{prefix}.mlp.hook_out", _store(cap.mlp_out, layer)),
     ]
     for sub, name in enumerate(streams.SUB_BLOCKS):
@@ -116,8 +123,14 @@ def _stream_hooks(cap: Capture, model, layer: int, last: bool) -> list[tuple[str
             (f"{prefix}.{name}_hc.hook_comb", _store(cap.hc_comb, slot)),
         ]
     if last:
+        head = model.hc_head.original_component
+
+        def head_pre(tensor, hook) -> None:
+            cap.head_pre.put(0, streams.head_pre(head, tensor.detach()))
+
         out += [
             (f"{prefix}.hook_out", _store(cap.resid, layer + 1)),
+            ("hc_head.hook_in", head_pre),
             ("hc_head.hook_out", _store(cap.head_read, 0)),
         ]
     return out

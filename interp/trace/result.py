@@ -15,7 +15,7 @@ import torch
 from interp.errors import InterpError
 from interp.models.devices import input_device, model_dtype
 from interp.text import decode
-from interp.trace import frames
+from interp.trace import frames, v4_attention
 from interp.trace.facts import ModelFacts
 
 
@@ -60,7 +60,12 @@ class Trace:
         float32 on the CPU, like the captures they are multiplied with."""
         if self._model is None:
             return {}
-        weights = {"W_O": self._model.W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
+        W_O = (  # DeepSeek-V4's grouped output projection: TL has no W_O for it
+            v4_attention.grouped_W_O(self._model)
+            if hasattr(self._model, "hc_head")
+            else self._model.W_O
+        )
+        weights = {"W_O": W_O, "W_U": self._model.W_U, "b_U": self._model.b_U}
         return {name: w.detach().float().cpu() for name, w in weights.items()}
 
     def frame(self, name: str) -> pd.DataFrame:
@@ -140,7 +145,8 @@ def _readout(model):
     """The model's own final norm + unembedding, as a function of a captured (float32, CPU)
     residual [... d] ([... N d] with several streams, collapsed by the model's own hc_head):
     run on the norm's device in the model's dtype, so the last layer's readout is what the
-    model computed; the logits come back float32 on the CPU."""
+    model computed; the logits come back float32 on the CPU. `collapse=False` reads one
+    stream [... d] of such a model as if it were the collapsed one (the per-stream lens)."""
     norm_weights = list(model.ln_final.parameters())
     device = norm_weights[0].device if norm_weights else input_device(model)
     dtype = model_dtype(model)
@@ -148,9 +154,9 @@ def _readout(model):
     # DeepSeek-V4 keeps several streams [..., N, d]: its own head collapses them first.
     hc_head = getattr(model, "hc_head", None)
 
-    def readout(x: torch.Tensor) -> torch.Tensor:
+    def readout(x: torch.Tensor, collapse: bool = True) -> torch.Tensor:
         x = x.to(device, dtype)
-        if hc_head is not None:
+        if hc_head is not None and collapse:
             x = hc_head(x.reshape(-1, 1, *x.shape[-2:])).reshape(*x.shape[:-2], x.shape[-1])
         return model.unembed(model.ln_final(x)).float().cpu()
 

@@ -14,7 +14,9 @@ hooked streams (the collapsed stream it implies is checked against the module's 
 Tensors of a traced record (sub-block 0 = attention, 1 = MoE):
   resid [layer+1 pos N d], resid_mid [layer pos N d], attn_out / mlp_out [layer pos d],
   hc_pre / hc_post [layer 2 pos N], hc_comb [layer 2 pos N N], resid_read [layer+1 pos d]
-  (`reads`: the collapsed stream each layer reads, then the one the head reads out).
+  (`reads`: the collapsed stream each layer reads, then the one the head reads out),
+  hc_head [pos N] (the model's final collapse weights, `head_pre`: what direct logit
+  attribution freezes to make the logit linear in the last streams).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def hc_pre(module: torch.nn.Module, streams: torch.Tensor) -> torch.Tensor:
     flat = module.input_norm(streams.reshape(*streams.shape[:2], -1).float())
     pre_w = F.linear(flat, module.fn.float()[:n])
     return torch.sigmoid(pre_w * module.scale[0].float() + module.base[:n].float()) + module.hc_eps
+
+
+def head_pre(module: torch.nn.Module, streams: torch.Tensor) -> torch.Tensor:
+    """[B T N] the final collapse weights of DeepseekV4HyperHead (the model's hc_head) for the
+    last streams [B T N d], as its forward computes them, in float32."""
+    flat = module.input_norm(streams.flatten(2).float())
+    mixes = F.linear(flat, module.hc_fn.float())
+    return torch.sigmoid(mixes * module.hc_scale.float() + module.hc_base.float()) + module.eps
 
 
 def reads(tensors: dict, head_read: torch.Tensor) -> torch.Tensor:

@@ -56,3 +56,27 @@ def attention_handles(model, facts, make_hook, n_keys: int | None) -> list:
 def _compressed_len(weights: torch.Tensor, total: int, rate: int) -> int:
     """Compressed entries on the key axis: one per closed span of `rate` tokens so far."""
     return min(total // rate, weights.shape[-1])
+
+
+def heads_of(grouped: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Per-head outputs z [.. H d_head] from the grouped output projection's input
+    [.. o_groups H*d_head/o_groups] (attn.o_a_proj.hook_in: attention's output, its rope slice
+    already rotated back; group g holds heads g*H/G .. (g+1)*H/G - 1, in order)."""
+    return grouped.reshape(*grouped.shape[:-2], n_heads, -1)
+
+
+def grouped_W_O(model) -> torch.Tensor:
+    """[layer H d_head d_model]: each head's share of V4's grouped low-rank output projection,
+    W_O^h = (o_b[:, g] o_a[g][:, h])^T for head h of group g. Both projections are linear and
+    bias-free, so attention's output is exactly sum_h z_h W_O^h."""
+    stacks = []
+    for block in model.blocks:
+        attn = getattr(block.attn, "original_component", None) or block.attn
+        groups, heads = attn.config.o_groups, attn.num_heads
+        o_a = attn.o_a_proj.weight.detach().float().cpu()  # [G*r, H*d_head/G]
+        o_b = attn.o_b_proj.weight.detach().float().cpu()  # [d, G*r]
+        o_a = o_a.view(groups, -1, heads // groups, attn.head_dim)  # [G r H/G d_head]
+        o_b = o_b.view(o_b.shape[0], groups, -1)  # [d G r]
+        w = torch.einsum("grhe,dgr->ghed", o_a, o_b)  # [G H/G d_head d]
+        stacks.append(w.reshape(heads, attn.head_dim, -1))
+    return torch.stack(stacks)

@@ -96,3 +96,14 @@ def test_missing_capture_is_one_line(tiny_nemotron_h):
     trace = interp.trace(tiny_nemotron_h, IDS[:4])
     with pytest.raises(InterpError, match="hook_in_proj"):
         effective_attention(trace, tiny_nemotron_h)
+
+
+def test_batched_prompts_give_each_prompts_own_matrix(tiny_nemotron_h):
+    model, names = tiny_nemotron_h, ssm_captures(tiny_nemotron_h)
+    alone = effective_attention(interp.trace(model, IDS[:4], capture=names), model)
+    batch = interp.trace(model, [IDS, IDS[:4]], capture=names, max_new_tokens=1)
+    frame = effective_attention(batch, model)
+    assert sorted(frame.prompt.unique()) == [0, 1]
+    second = frame[(frame.prompt == 1) & (frame["query"] < 4)].reset_index(drop=True)
+    assert len(second) == len(alone)
+    assert (second.weight - alone.weight).abs().max() <= 1e-6 * alone.weight.abs().max()

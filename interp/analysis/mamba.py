@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from interp.errors import InterpError
+from interp.trace.frames import ROW_BYTES, check_fits
 from interp.trace.kinds import layer_kinds
 
 HOOK = "blocks.{layer}.mixer.hook_in_proj"
@@ -88,6 +89,9 @@ def effective_attention(trace, model, layers: list[int] | None = None) -> pd.Dat
     normalised and may be negative (C·B is a dot product)."""
     if layers is None:
         layers = [i for i, kinds in enumerate(trace.facts.layer_kinds) if "mamba2" in kinds]
+    heads = trace.facts.memory_shapes.get("mamba_heads", 0)
+    pairs = sum(len(r.ids) * (len(r.ids) + 1) // 2 for r in trace.records)
+    check_fits(pairs * heads * len(layers) * ROW_BYTES, "the effective attention frame")
     frames = []
     for layer in layers:
         name = HOOK.format(layer=layer)

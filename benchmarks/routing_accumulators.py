@@ -23,7 +23,7 @@ import torch
 from interp.survey.accumulators import Accumulators
 from interp.survey.batch import collate
 from interp.survey.data import Window
-from interp.survey.experts import ExpertStats
+from interp.survey.experts import ExpertStats, symmetric_coactivation
 
 torch.set_grad_enabled(False)
 
@@ -85,8 +85,17 @@ def main() -> None:
         stream.append((collate(windows, ["all"], 0, "cpu"), chosen))
     new, acc = rate(ExpertStats, facts, stream)
     old, old_acc = rate(OneHotStats, facts, stream)
-    for name, t in acc.tensors.items():
-        assert torch.equal(t, old_acc.tensors[name]), name
+    # The survey counts each unordered pair once; its table adds the transpose and diagonal.
+    mine = dict(acc.tensors)
+    mine["coactivation"] = torch.from_numpy(
+        symmetric_coactivation(mine["coactivation"].numpy(), mine["expert_count"].numpy())
+    )
+    for name, t in mine.items():
+        assert torch.equal(t, old_acc.tensors[name]), (
+            name,
+            (t - old_acc.tensors[name]).abs().max(),
+            (t != old_acc.tensors[name]).sum(),
+        )
     token_layers = sum(c.shape[1] for _, c in stream) * LAYERS
     print(f"shape: {LAYERS} layers x {EXPERTS} experts, top-{TOP_K}, vocab {VOCAB}; "
           f"{args.threads} thread(s); {token_layers:,} token-layers, counts equal")  # fmt: skip

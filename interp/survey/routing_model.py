@@ -64,6 +64,8 @@ def _from_config(config: dict, name: str, directory: Path) -> RoutingModel:
         return next((config[k] for k in keys if config.get(k) is not None), default)
 
     n_layers = first("num_hidden_layers", "n_layers")
+    if n_layers is None and isinstance(config.get("layers_block_type"), list):  # Nemotron-H
+        n_layers = len(config["layers_block_type"])
     experts = first("n_routed_experts", "num_experts", "num_local_experts", default=0)
     top_k = first("num_experts_per_tok", "num_experts_per_token", default=0)
     vocab = first("vocab_size", "d_vocab")

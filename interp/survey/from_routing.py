@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from interp.survey.batch import collate
 from interp.survey.data import Window
 from interp.survey.experts import ExpertStats
 from interp.survey.output import Survey, check_writable
-from interp.survey.routing_model import routing_model, tokenizer_of
+from interp.survey.routing_model import RoutingModel, routing_model, tokenizer_of
 
 # What a model's forward gives and recorded expert ids do not.
 ABSENT = ("router probabilities (the prob and balance columns), routing entropy, head "
@@ -47,23 +48,9 @@ def from_routing(routing, model, *, batch_size: int = 8, seed: int = 0, out=None
     if out is not None:
         check_writable(out)
     shards = recorded.files(routing)
-    scans = [recorded.scan(path) for path in shards]
-    domains = list(dict.fromkeys(d for _, names in scans for d in names)) or ["all"]
-    first = [sum(n for n, _ in scans[:i]) for i in range(len(scans))]
     ranks = distributed.setup(None)
-    acc = Accumulators(ranks.device)
-    stats = ExpertStats(None, acc, domains, spec.facts())
-    longest = torch.zeros(1, dtype=torch.int64)
-    mine = [i for i in range(len(shards)) if i % ranks.world == ranks.rank]
-    for i in _bar(progress and ranks.rank == 0, mine, shards):
-        requests = recorded.read(shards[i], spec)
-        for start, chunk in _chunks(requests, batch_size):
-            batch, chosen = _batch(chunk, first[i] + start, domains, seed)
-            stats.count_recorded(batch, chosen)
-            longest = torch.maximum(longest, torch.tensor(batch.ids.shape[1]))
-    distributed.merge(acc, ranks)
-    if ranks.world > 1:
-        torch.distributed.all_reduce(longest, op=torch.distributed.ReduceOp.MAX)
+    counted = count(shards, spec, batch_size, seed, ranks, progress)
+    stats, acc, scans, domains = counted.stats, counted.acc, counted.scans, counted.domains
     state = acc.state_dict()
     tables = stats.tables(state, domains, tokenizer_of(spec))
     tables.pop("routing_entropy")
@@ -71,7 +58,7 @@ def from_routing(routing, model, *, batch_size: int = 8, seed: int = 0, out=None
         tables[name] = tables[name].drop(columns=columns)
     files = ", ".join(map(str, shards))
     meta = {"survey": 1, "model": spec.name, "data": files, "routing": files,
-            "stats": ["experts"], "seq_len": int(longest), "batch_size": batch_size,
+            "stats": ["experts"], "seq_len": counted.longest, "batch_size": batch_size,
             "seed": seed, "token_cap": None,
             "tokens": int(state["expert_count"][0].sum()) // spec.top_k,
             "windows": sum(n for n, _ in scans), "batches": int(state["batches"]),
@@ -83,6 +70,36 @@ def from_routing(routing, model, *, batch_size: int = 8, seed: int = 0, out=None
         result.save(out)
     distributed.barrier(ranks)
     return result
+
+
+@dataclass
+class Counted:
+    stats: ExpertStats
+    acc: Accumulators  # summed over ranks
+    scans: list[tuple[int, list[str]]]  # per shard: its requests and domains
+    domains: list[str]
+    longest: int  # the longest request, in tokens
+
+
+def count(shards: list[Path], spec: RoutingModel, batch_size: int, seed: int,
+          ranks: distributed.Ranks, progress: bool = False) -> Counted:  # fmt: skip
+    """This rank's shards read, checked and counted, the ranks' counts summed."""
+    scans = [recorded.scan(path) for path in shards]
+    domains = list(dict.fromkeys(d for _, names in scans for d in names)) or ["all"]
+    first = [sum(n for n, _ in scans[:i]) for i in range(len(scans))]
+    acc = Accumulators(ranks.device)
+    stats = ExpertStats(None, acc, domains, spec.facts())
+    longest = torch.zeros(1, dtype=torch.int64)
+    mine = [i for i in range(len(shards)) if i % ranks.world == ranks.rank]
+    for i in _bar(progress and ranks.rank == 0, mine):
+        for start, chunk in _chunks(recorded.read(shards[i], spec), batch_size):
+            batch, chosen = _batch(chunk, first[i] + start, domains, seed)
+            stats.count_recorded(batch, chosen)
+            longest = torch.maximum(longest, torch.tensor(batch.ids.shape[1]))
+    distributed.merge(acc, ranks)
+    if ranks.world > 1:
+        torch.distributed.all_reduce(longest, op=torch.distributed.ReduceOp.MAX)
+    return Counted(stats, acc, scans, domains, int(longest))
 
 
 def _chunks(requests, size: int):
@@ -116,7 +133,7 @@ def _batch(chunk: list, index: int, domains: list[str], seed: int):
     return batch, chosen.view(rows * length, layers, k)
 
 
-def _bar(show: bool, mine: list[int], shards):
+def _bar(show: bool, mine: list[int]):
     if not show:
         return mine
     from tqdm import tqdm

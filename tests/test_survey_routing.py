@@ -67,6 +67,13 @@ def test_recorded_survey_equals_model_survey(surveys):
     assert "router probabilities" in rec.meta["absent"]
 
 
+def test_report_says_what_is_absent(surveys):
+    _, _, _, tmp = surveys
+    assert main(["report", "--survey", str(tmp / "rec"), "-o", str(tmp / "rec.html")]) == 0
+    html = (tmp / "rec.html").read_text()
+    assert "Counted from recorded routing; absent: router probabilities" in html
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_every_format_reads_back_the_same(surveys, suffix):
     model, _, requests, tmp = surveys

@@ -78,7 +78,11 @@ def scan(path: Path) -> tuple[int, list[str]]:
     if path.suffix == ".npz":
         with _npz(path) as shard:
             n = len(_member(shard, "offsets", path)) - 1
-            labels = shard["domains"].tolist() if "domains" in shard.files else ["all"] * n
+            labels = (
+                _member(shard, "domains", path).tolist()
+                if "domains" in shard.files
+                else ["all"] * n
+            )
     elif path.suffix == ".parquet":
         table = _parquet(path).read(columns=_domain_column(path))
         n = table.num_rows
@@ -188,7 +192,9 @@ def _read_npz(path: Path, model: RoutingModel) -> Iterator[Recorded]:
         experts = _member(shard, "routed_experts", path)
         offsets = _member(shard, "offsets", path)
         n = len(offsets) - 1
-        domains = shard["domains"].tolist() if "domains" in shard.files else ["all"] * n
+        domains = (
+            _member(shard, "domains", path).tolist() if "domains" in shard.files else ["all"] * n
+        )
     if (
         offsets.ndim != 1
         or n < 0

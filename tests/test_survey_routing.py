@@ -17,8 +17,9 @@ import pytest
 from conftest import HANG_S
 
 import interp
+from interp.analysis import experts as ex
 from interp.cli import main
-from interp.survey import from_routing, recorded, write_routing
+from interp.survey import from_routing, recorded, trace_routing, write_routing
 from interp.survey.output import Survey
 from interp.survey.routing_model import routing_model
 from interp.trace.facts import ModelFacts
@@ -107,6 +108,23 @@ def test_engine_responses_read_as_their_docs_say(surveys, tmp_path):
         for a, b in zip(got, requests, strict=True):
             assert np.array_equal(a.ids, b.ids[: len(b.ids) - drop]) and a.domain == b.domain
             assert np.array_equal(a.experts, b.experts[: len(b.ids) - drop])
+
+
+def test_a_traces_routing_counts_as_its_frames_say(tmp_path):
+    """A trace's routing, exported and surveyed, against the trace's own expert load and
+    co-activation (interp.analysis.experts on its routing frame)."""
+    model = interp.load(MODEL)
+    prompts = ["The cat sat on the mat and then", "def f(x):\n    return x + 1\n", "3 + 4 = 7"]
+    trace = interp.trace(model, prompts, capture=["routing"])
+    path = write_routing(trace_routing(trace, ["prose", "code", "numbers"]), tmp_path / "t.npz")
+    got = from_routing(path, MODEL)
+    load = ex.expert_load(trace.routing)
+    mine = got.experts.merge(load, on=["layer", "expert"], how="left", suffixes=("", "_t"))
+    assert (mine["count"] == mine["count_t"].fillna(0)).all() and mine["count"].sum() > 0
+    co = ex.coactivation(trace.routing)
+    mine = got.coactivation.merge(co, on=["layer", "expert", "partner"], suffixes=("", "_t"))
+    np.testing.assert_allclose(mine["rate"], mine["rate_t"], atol=1e-12)
+    assert got.meta["domains"] == ["prose", "code", "numbers"]
 
 
 def test_unrecorded_tokens_are_left_out(surveys, tmp_path):

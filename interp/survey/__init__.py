@@ -2,8 +2,8 @@
 of recorded routing with no model (from_routing.from_routing), and interp's own routing
 written as a serving engine records it (export.export_routing)."""
 
-from interp.survey.export import export_routing, write_routing
+from interp.survey.export import export_routing, trace_routing, write_routing
 from interp.survey.from_routing import from_routing
 from interp.survey.run import survey
 
-__all__ = ["survey", "from_routing", "export_routing", "write_routing"]
+__all__ = ["survey", "from_routing", "export_routing", "trace_routing", "write_routing"]

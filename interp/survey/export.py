@@ -1,12 +1,13 @@
 """interp's own routing written as a serving engine records it (interp.survey.recorded), so
 the recorded-routing survey can be checked end to end against a model survey.
 
-`export_routing(model, out, data=...)` runs the model over exactly the windows and batches a
-survey with the same data, seq_len, batch_size and tokens reads (the same forward, so the
-same top-k, ties included) and writes, per window, its token ids and the experts each MoE
-layer chose: [tokens, MoE layers, top_k] int16, vLLM's layout. `write_routing` writes any
-list of `Recorded` requests: .jsonl (vLLM's fields, nested lists), .npz (a bulk shard) or
-.parquet (routing as int16 bytes).
+`trace_routing(trace)` gives the routing a trace captured (capture "routing"), one request
+per prompt. `export_routing(model, out, data=...)` runs the model over exactly the windows
+and batches a survey with the same data, seq_len, batch_size and tokens reads (the same
+forward, so the same top-k, ties included) and writes, per window, its token ids and the
+experts each MoE layer chose: [tokens, MoE layers, top_k] int16, vLLM's layout.
+`write_routing` writes any list of `Recorded` requests: .jsonl (vLLM's fields, nested
+lists), .npz (a bulk shard) or .parquet (routing as int16 bytes).
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def export_routing(model, out, data=(), *, seq_len: int = 256, batch_size: int =
         for handle in hooks:
             handle.remove()
     return write_routing(requests, out)
+
+
+def trace_routing(trace, domains: list[str] | None = None) -> list[Recorded]:
+    """Per prompt of `trace` (with its routing captured), its ids and chosen experts;
+    `domains`: a label per prompt (default "all")."""
+    requests = []
+    for p, record in enumerate(trace.records):
+        if "router_experts" not in record.tensors:
+            raise InterpError("the trace holds no routing: capture 'routing'")
+        experts = record.tensors["router_experts"].permute(1, 0, 2)  # [pos, layer, k]
+        domain = domains[p] if domains is not None else "all"
+        requests.append(Recorded(record.ids.numpy(), experts.numpy().astype(np.int16), domain))
+    return requests
 
 
 def write_routing(requests: list[Recorded], out) -> Path:

@@ -53,6 +53,8 @@ def experts_section(survey: Survey) -> Section:
     if "experts" not in survey.tables:
         section.notes.append("Not surveyed (a dense model, or --stats without experts).")
         return section
+    if "absent" in survey.meta:  # a survey of recorded routing (interp.survey.from_routing)
+        section.notes.append(f"Counted from recorded routing; absent: {survey.meta['absent']}.")
     section.tables.append(table(survey.expert_layers, "balance per layer"))
     section.images.append(image(expert_plots.load_heatmap(survey.experts), "expert load"))
     layers = sorted(survey.experts["layer"].unique())

@@ -23,10 +23,16 @@ class Ranks:
 
 
 def setup(model) -> Ranks:
-    """Join torchrun's process group (if launched by torchrun) and place the model."""
+    """Join torchrun's process group (if launched by torchrun) and place the model (None:
+    recorded routing, counted on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Ranks(0, 1, next(model.parameters()).device)
+        cpu = torch.device("cpu")
+        return Ranks(0, 1, cpu if model is None else next(model.parameters()).device)
+    if model is None:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+        return Ranks(dist.get_rank(), dist.get_world_size(), torch.device("cpu"))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():

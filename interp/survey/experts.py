@@ -77,6 +77,13 @@ class ExpertStats:
         # Per routed token: the (domain, half) cell it counts in.
         cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
         self.cell = cell[self.rows]
+        # Locality: each position's slot in a flat [position, expert] mark table, and the
+        # positions whose next one is a real token of the same window.
+        self.slot = torch.arange(batch.ids.numel(), device=batch.ids.device)[:, None]
+        self.slot = self.slot * self.n_experts
+        followed = torch.zeros_like(batch.valid)
+        followed[:, :-1] = batch.pairs
+        self.followed = followed.flatten().nonzero().squeeze(1)
         if self.seen is not None:
             self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
@@ -92,21 +99,29 @@ class ExpertStats:
         return store
 
     def _count(self, i: int, chosen: torch.Tensor) -> None:
-        # Index counts (bincount of flat ids), not one-hot products: a token adds k ids and
-        # k x k pairs instead of a one-hot [tokens, E] and its E x E products.
+        # Index counts (bincount of flat ids and pair ids), not one-hot products: a token adds
+        # k ids and its pairs instead of a one-hot [tokens, E] and its E x E products. A
+        # fresh bincount added to the [E, E] counts beats adding in place (index_add_):
+        # its scattered writes stay in cache.
         E = self.n_experts
         chosen = chosen.long()
         real = chosen[self.rows]  # [tokens, k], distinct experts per token
         load = torch.bincount(real.flatten(), minlength=E)
         self.selected[i] = (real, load)
         self.count[i] += load
-        # Every pair of the k chosen (the diagonal: the expert's own count).
-        self.coact[i] += _pairs(real, real, E)
+        # Each unordered pair of the k chosen once (j < l): the table adds the transpose
+        # and the diagonal (the expert's own count), `symmetric_coactivation`.
+        k = real.shape[1]
+        _add_pairs(self.coact[i], torch.cat([real[:, :-d] for d in range(1, k)], 1),
+                   torch.cat([real[:, d:] for d in range(1, k)], 1))  # fmt: skip
         if i > 0 and self.layers[i - 1] == self.layers[i] - 1:
-            self.transitions[i - 1] += _pairs(self.selected[i - 1][0], real, E)
-        per_pos = chosen.view(*self.batch.ids.shape, -1)
-        shared = (per_pos[:, 1:, :, None] == per_pos[:, :-1, None, :]).sum((-1, -2))
-        self.reuse[i] += (shared * self.batch.pairs).sum()
+            _add_pairs(self.transitions[i - 1], self.selected[i - 1][0][:, :, None], real[:, None])
+        # Experts a token shares with the next: mark every (position, expert) chosen, then
+        # look up (position + 1, expert) for each expert of a followed position.
+        mark = torch.zeros(len(self.slot) * E, dtype=torch.bool, device=chosen.device)
+        mark[(self.slot + chosen).flatten()] = True
+        after = (self.slot[self.followed] + E + chosen[self.followed]).flatten()
+        self.reuse[i] += mark[after].sum()
         cells = torch.bincount((self.cell[:, None] * E + real).flatten(),
                                minlength=self.domain.shape[0] * 2 * E)  # fmt: skip
         self.domain[:, :, i] += cells.view(-1, 2, E)
@@ -118,6 +133,13 @@ class ExpertStats:
         self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
             self.n_experts, vocab
         )
+
+    def count_recorded(self, batch: Batch, chosen: torch.Tensor) -> None:
+        """One batch of recorded routing, no model: chosen [batch * pos, MoE layers, k]."""
+        self.start(batch)
+        for i in range(chosen.shape[1]):
+            self._count(i, chosen[:, i])
+        self.finish(batch, None)
 
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         self.pairs += batch.pairs.sum()
@@ -132,10 +154,19 @@ class ExpertStats:
         return expert_tables(acc, self.layers, self.top_k, domains, tokenizer, self.edges)
 
 
-def _pairs(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
-    """[n, n] counts of (a[t, j], b[t, l]) over tokens t and every j, l."""
-    flat = (a[:, :, None] * n + b[:, None, :]).flatten()
-    return torch.bincount(flat, minlength=n * n).view(n, n)
+def _add_pairs(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """target[n, n] += counts of the pairs (a, b), a and b broadcast together."""
+    n = target.shape[1]
+    target += torch.bincount((a * n + b).flatten(), minlength=n * n).view(n, n)
+
+
+def symmetric_coactivation(pairs: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """[L, E, E] tokens routed to both experts, from the unordered pairs counted once
+    (`coactivation`) and the experts' own counts (the diagonal)."""
+    full = pairs + pairs.transpose(0, 2, 1)
+    idx = np.arange(count.shape[1])
+    full[:, idx, idx] += count
+    return full
 
 
 def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd.DataFrame]:
@@ -160,7 +191,8 @@ def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd
                                 "load": load, "prob": prob[i, e]})  # fmt: skip
     tables = {"expert_layers": pd.DataFrame(layer_rows), "experts": pd.DataFrame(expert_rows)}
     tables["routing_entropy"] = _hist_frame(acc["routing_entropy_hist"], layers, edges)
-    tables["coactivation"] = _coactivation(acc["coactivation"].numpy(), layers, routed)
+    coact = symmetric_coactivation(acc["coactivation"].numpy(), count)
+    tables["coactivation"] = _coactivation(coact, layers, routed)
     tables["transitions"] = _transitions(acc["transitions"].numpy(), layers)
     tables["domain_load"], tables["domain_divergence"] = _domains(
         acc["domain_count"].numpy(), layers, domains

@@ -1,5 +1,6 @@
 """torch.distributed as it comes: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; gloo on the
-CPU, NCCL on GPUs. Ranks take every world_size-th batch and sum their accumulators."""
+CPU, NCCL on GPUs. Each rank surveys its own documents (`interp.survey.data`) and the ranks
+sum their accumulators."""
 
 from __future__ import annotations
 
@@ -18,8 +19,16 @@ class Ranks:
     world: int
     device: torch.device
 
-    def owns(self, batch_index: int) -> bool:
-        return batch_index % self.world == self.rank
+    def gather(self, value) -> list:
+        """A small picklable `value` from every rank, in rank order."""
+        if self.world == 1:
+            return [value]
+        values = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+
+SOLO = Ranks(0, 1, torch.device("cpu"))  # one process: the corpus read whole
 
 
 def setup(model) -> Ranks:

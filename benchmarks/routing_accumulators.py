@@ -57,6 +57,7 @@ def rate(kind, facts: dict, stream: list) -> tuple[float, Accumulators]:
         for i in range(LAYERS):
             stats._count(i, chosen[i])
         stats.finish(batch, None)
+    acc.flush()  # the top tokens' buffered pairs folded in: their cost is counted
     seconds = time.perf_counter() - start
     return sum(c.shape[1] for _, c in stream) * LAYERS / seconds, acc
 

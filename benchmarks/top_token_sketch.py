@@ -82,20 +82,31 @@ def main() -> None:
     routed = 2 * batches * args.tokens * TOP_K  # pairs per layer, both ranks
     kept = merged["top_token_count"].sum(-1).double()  # [layer, E]
     exact = LAYERS * EXPERTS * VOCAB * 8
-    print(f"shape: {LAYERS} layers x {EXPERTS} experts, vocab {VOCAB:,}, top-{TOP_K}; "
-          f"{args.size} counters per expert; 1 thread; {token_layers:,} token-layers "
-          f"({batches} batches of {args.tokens} tokens per rank, 2 ranks)")
-    print(f"sketch state: {state / 2**20:.1f} MiB per rank, summaries + buffer (the exact "
-          f"table: {exact / GiB:.1f} GiB, {exact / state:.0f}x more)")
-    print(f"peak RSS: {one_rank / 2**20:.0f} MiB counting one rank, {rss() / 2**20:.0f} MiB "
-          f"after merging two (before any sketch, with torch and the stream: {before / 2**20:.0f} MiB); "
-          f"{'under' if rss() < GiB else 'OVER'} 1 GiB")
-    print(f"counting: {token_layers / seconds / 1e6:.2f} M token-layers/s, "
-          f"{1e9 / (token_layers / seconds) / 3600:.2f} h per billion token-layers; "
-          f"merge of 2 ranks: {merge_s:.2f} s")
-    print(f"error bound (N - kept) / (m + 1), mean over experts: "
-          f"{float(((routed / EXPERTS - kept) / (args.size + 1)).mean()):.1f} on ~"
-          f"{routed / EXPERTS:,.0f} pairs per expert and layer")
+    print(
+        f"shape: {LAYERS} layers x {EXPERTS} experts, vocab {VOCAB:,}, top-{TOP_K}; "
+        f"{args.size} counters per expert; 1 thread; {token_layers:,} token-layers "
+        f"({batches} batches of {args.tokens} tokens per rank, 2 ranks)"
+    )
+    print(
+        f"sketch state: {state / 2**20:.1f} MiB per rank, summaries + buffer (the exact "
+        f"table: {exact / GiB:.1f} GiB, {exact / state:.0f}x more)"
+    )
+    print(
+        f"peak RSS: {one_rank / 2**20:.0f} MiB counting one rank, {rss() / 2**20:.0f} MiB "
+        f"after merging two (before any sketch, with torch and the stream: "
+        f"{before / 2**20:.0f} MiB); "
+        f"{'under' if rss() < GiB else 'OVER'} 1 GiB"
+    )
+    print(
+        f"counting: {token_layers / seconds / 1e6:.2f} M token-layers/s, "
+        f"{1e9 / (token_layers / seconds) / 3600:.2f} h per billion token-layers; "
+        f"merge of 2 ranks: {merge_s:.2f} s"
+    )
+    print(
+        f"error bound (N - kept) / (m + 1), mean over experts: "
+        f"{float(((routed / EXPERTS - kept) / (args.size + 1)).mean()):.1f} on ~"
+        f"{routed / EXPERTS:,.0f} pairs per expert and layer"
+    )
 
 
 if __name__ == "__main__":

@@ -301,8 +301,11 @@ def test_top_token_sketch_merges_any_split_within_the_bound():
     exact = torch.zeros(L, E, V, dtype=torch.long)
     for ids, experts in batches:
         for i in range(L):
-            exact[i].index_put_((experts[i].flatten(), ids.repeat_interleave(k)),
-                                torch.ones(len(ids) * k, dtype=torch.long), accumulate=True)
+            exact[i].index_put_(
+                (experts[i].flatten(), ids.repeat_interleave(k)),
+                torch.ones(len(ids) * k, dtype=torch.long),
+                accumulate=True,
+            )
 
     def sketch(part, saved=None, save_at=None):
         acc = Accumulators()
@@ -363,13 +366,27 @@ class ThreadRanks:
         return values
 
 
-@pytest.mark.parametrize("tokens", [None, 700])
-def test_shards_read_their_own_records_and_number_windows_as_one_process(moe, corpus_file,
-                                                                         tmp_path, tokens):  # fmt: skip
-    """Records (a jsonl line, a text file, a parquet row) go to rank i % world; each rank
-    tokenizes only its own, and all ranks' windows are one process's, index for index."""
+def in_threads(world: int, fn) -> list:
+    """fn(ranks) on `world` threads that gather through one another; the results by rank."""
     import threading
 
+    slots, barrier, results = [None] * world, threading.Barrier(world, timeout=HANG_S), {}
+
+    def run(rank):
+        results[rank] = fn(ThreadRanks(rank, world, slots, barrier))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [results.get(rank) for rank in range(world)]
+
+
+@pytest.mark.parametrize("tokens", [None, 700])
+def test_shards_read_their_own_records(moe, corpus_file, tmp_path, tokens):
+    """Records (a jsonl line, a text file, a parquet row) go to rank i % world; each rank
+    tokenizes only its own, and all ranks' windows are one process's, index for index."""
     rows = [json.loads(line) for line in corpus_file.read_text().splitlines()]
     pd.DataFrame(rows[:3]).to_parquet(tmp_path / "more.parquet")
     (tmp_path / "notes.txt").write_text(rows[3]["text"])
@@ -379,25 +396,17 @@ def test_shards_read_their_own_records_and_number_windows_as_one_process(moe, co
         return [(w.index, w.domain, w.ids.tolist(), w.document)
                 for w in windows(corpus, moe.tokenizer, SEQ, bos_token(moe), tokens)]  # fmt: skip
 
+    def shard(ranks):
+        corpus = Corpus(paths, ranks)
+        records = [record for record, _, _ in corpus.records()]
+        return corpus.domains, records, window_list(corpus)
+
     one = Corpus(paths)
     want = window_list(one)
     assert len({w[3] for w in want}) == (11 if tokens is None else 2)
     for world in (2, 3):
-        slots, barrier = [None] * world, threading.Barrier(world, timeout=HANG_S)
-        got, read, domains = [None] * world, [None] * world, [None] * world
-
-        def run(rank):
-            corpus = Corpus(paths, ThreadRanks(rank, world, slots, barrier))
-            domains[rank] = corpus.domains
-            read[rank] = [record for record, _, _ in corpus.records()]
-            got[rank] = window_list(corpus)
-
-        threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert domains == [one.domains] * world
-        assert read == [list(range(r, 11, world)) for r in range(world)]
+        domains, read, got = zip(*in_threads(world, shard))
+        assert list(domains) == [one.domains] * world
+        assert list(read) == [list(range(r, 11, world)) for r in range(world)]
         assert all(w[3] % world == r for r in range(world) for w in got[r])
         assert sorted(w for part in got for w in part) == want

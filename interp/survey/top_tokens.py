@@ -1,18 +1,21 @@
 """Top tokens per expert in bounded memory: a Misra-Gries summary per (layer, expert).
 
 Each (layer, expert) keeps at most SKETCH_SIZE = m (token, count) counters, whatever the
-vocabulary and the corpus: at Kimi K2's shape (61 layers x 384 experts, vocab 163,840) about
-50 MB (benchmarks/top_token_sketch.py), where the exact [layer, expert, vocab] int64 table
-would take 30 GB. Routed (expert, token) pairs are first appended to a per-layer buffer of
-BUFFER_SIZE pairs; a full buffer is folded into the summaries in one vectorised step (torch:
-sort, segment, scatter), so the cost per pair is a share of one sort.
+vocabulary and the corpus. Routed (expert, token) pairs are appended to a per-layer buffer
+(BUFFER_PER_COUNTER pairs per counter); a full buffer is folded into the summaries in one
+vectorised step (numpy: two sorts and segment sums), so a pair costs a share of a sort. At
+Kimi K2's shape (61 layers x 384 experts, vocab 163,840) summaries and buffer take 160 MiB,
+where the exact [layer, expert, vocab] int64 table would take 28.6 GiB
+(benchmarks/top_token_sketch.py).
 
 The fold is the merge of Misra-Gries summaries (Agarwal et al. 2012, "Mergeable summaries"):
 add the counters of the same token, and where an expert then has more than m, subtract its
 (m+1)-th largest counter from all of them and keep those left positive (at most m). It merges
-a buffer, two ranks (`Accumulators.merged`, gathered by torch.distributed) and a resumed
-checkpoint (the buffer and summaries are accumulator tensors) alike, and its result depends
-only on the counts it is given, never on their order.
+a buffer, the ranks (`Accumulators.merged`) and a resumed checkpoint alike; its result
+depends only on the counts it is given, not their order, but where it folds does matter, so
+the buffer is folded whenever the state is read, saved or merged (`Accumulators.flush`): a
+resumed run folds where the interrupted one saved, as an uninterrupted run with the same
+checkpoints does.
 
 Error bound, per (layer, expert): with N the pairs routed to it (its `count` in `experts`) and
 K the sum of its kept counters, every token's reported count c satisfies

@@ -104,6 +104,8 @@ class ExpertStats:
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         self.pairs += batch.pairs.sum()
         self.batches += 1
+        # MaxVio of this batch: under torchrun a batch holds consecutive windows of one rank's
+        # own records, so the mean over batches differs from one process's (the totals don't).
         for i, (_, f) in self.selected.items():
             vio = self.n_experts * f.max() / f.sum() - 1.0
             self.vio_sum[i] += vio

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from interp.survey.data import Window
+
 BLOCK = 64  # records per rank between two exchanges: a few exchanges per batch at most
 
 
 def sharded_windows(corpus, cut: Callable[[str], Iterator[list[int]]], tokens: int | None):
-    from interp.survey.data import Window
-
     ranks, span = corpus.ranks, BLOCK * corpus.ranks.world
     own = corpus.records()
     pending = next(own, None)
@@ -47,6 +47,7 @@ def sharded_windows(corpus, cut: Callable[[str], Iterator[list[int]]], tokens: i
         for record, domain, ids, done in block:
             i, before = start[record]
             for window in ids:
+                # --tokens is global: the corpus's first N tokens, wherever their records are.
                 if tokens is not None:
                     window = window[: max(tokens - before, 0)]
                 if len(window) == 0:

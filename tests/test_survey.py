@@ -384,29 +384,38 @@ def in_threads(world: int, fn) -> list:
 
 
 @pytest.mark.parametrize("tokens", [None, 700])
-def test_shards_read_their_own_records(moe, corpus_file, tmp_path, tokens):
-    """Records (a jsonl line, a text file, a parquet row) go to rank i % world; each rank
-    tokenizes only its own, and all ranks' windows are one process's, index for index."""
-    rows = [json.loads(line) for line in corpus_file.read_text().splitlines()]
-    pd.DataFrame(rows[:3]).to_parquet(tmp_path / "more.parquet")
-    (tmp_path / "notes.txt").write_text(rows[3]["text"])
-    paths = [corpus_file, tmp_path / "notes.txt", tmp_path / "more.parquet"]  # 11 records
+def test_shards_read_their_own_records(moe, corpus_file, tmp_path, tokens, monkeypatch):
+    """Records (a jsonl line, blank or not, a text file, a parquet row) go to rank i % world;
+    each rank tokenizes only its own, and all ranks' windows are one process's, index for
+    index, exchanged in blocks of 2 records per rank (so over several blocks)."""
+    from interp.survey import shard
+
+    monkeypatch.setattr(shard, "BLOCK", 2)
+    lines = corpus_file.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    # Records 0-8: a jsonl of 7 documents, a blank line (2) and an empty text (5).
+    lines[2:2], lines[5:5] = [""], ['{"text": " "}']
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    pd.DataFrame(rows[:3]).to_parquet(tmp_path / "more.parquet")  # records 10-12
+    (tmp_path / "notes.txt").write_text(rows[3]["text"])  # record 9
+    paths = [tmp_path / "docs.jsonl", tmp_path / "notes.txt", tmp_path / "more.parquet"]
+    documents = [r for r in range(13) if r not in (2, 5)]
 
     def window_list(corpus):
         return [(w.index, w.domain, w.ids.tolist(), w.document)
                 for w in windows(corpus, moe.tokenizer, SEQ, bos_token(moe), tokens)]  # fmt: skip
 
-    def shard(ranks):
+    def shard_of(ranks):
         corpus = Corpus(paths, ranks)
         records = [record for record, _, _ in corpus.records()]
         return corpus.domains, records, window_list(corpus)
 
     one = Corpus(paths)
     want = window_list(one)
-    assert len({w[3] for w in want}) == (11 if tokens is None else 2)
+    assert sorted({w[3] for w in want}) == (documents if tokens is None else [0, 1])
     for world in (2, 3):
-        domains, read, got = zip(*in_threads(world, shard))
+        domains, read, got = zip(*in_threads(world, shard_of))
         assert list(domains) == [one.domains] * world
-        assert list(read) == [list(range(r, 11, world)) for r in range(world)]
+        assert list(read) == [[d for d in documents if d % world == r] for r in range(world)]
         assert all(w[3] % world == r for r in range(world) for w in got[r])
         assert sorted(w for part in got for w in part) == want

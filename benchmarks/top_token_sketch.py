@@ -31,27 +31,26 @@ def rss() -> int:
 
 
 def stream(batches: int, tokens: int, seed: int):
-    """(token ids [tokens], experts [layer, tokens, 8]) per batch."""
+    """(layer, token ids [tokens], experts [tokens, 8]) for each layer of each batch, drawn a
+    layer at a time so that the stream itself holds little memory."""
     gen = torch.Generator().manual_seed(seed)
     zipf = 1.0 / torch.arange(1, VOCAB + 1, dtype=torch.float64) ** 1.1
-    layer = torch.arange(LAYERS)[:, None]
     for _ in range(batches):
         ids = torch.multinomial(zipf, tokens, replacement=True, generator=gen)
-        prefer = (ids[None] * 2654435761 + layer * 97) % EXPERTS  # [layer, tokens]
-        # Steps of 1..47 (8 x 47 < 384): the 8 experts of a token are distinct.
-        steps = torch.randint(1, 48, (LAYERS, tokens, TOP_K), generator=gen).cumsum(-1)
-        yield ids, (prefer[..., None] + steps - steps[..., :1]) % EXPERTS
+        for layer in range(LAYERS):
+            prefer = (ids * 2654435761 + layer * 97) % EXPERTS
+            # Steps of 1..47 (8 x 47 < 384): the 8 experts of a token are distinct.
+            steps = torch.randint(1, 48, (tokens, TOP_K), generator=gen).cumsum(-1)
+            yield layer, ids, (prefer[:, None] + steps - steps[:, :1]) % EXPERTS
 
 
-def feed(acc_top, batches, tokens, seed) -> tuple[float, int]:
-    seconds, pairs = 0.0, 0
-    for ids, experts in stream(batches, tokens, seed):
+def feed(top, batches, tokens, seed) -> tuple[float, int]:
+    seconds = 0.0
+    for layer, ids, experts in stream(batches, tokens, seed):
         start = time.perf_counter()
-        for i in range(LAYERS):
-            acc_top.add(i, experts[i], ids)
+        top.add(layer, experts, ids)
         seconds += time.perf_counter() - start
-        pairs += tokens * LAYERS
-    return seconds, pairs
+    return seconds, batches * tokens * LAYERS
 
 
 def main() -> None:

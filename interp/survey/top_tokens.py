@@ -3,7 +3,7 @@
 Each (layer, expert) keeps at most SKETCH_SIZE = m (token, count) counters, whatever the
 vocabulary and the corpus. Routed (expert, token) pairs are appended to a per-layer buffer
 (BUFFER_PER_COUNTER pairs per counter); a full buffer is folded into the summaries in one
-vectorised step (numpy: two sorts and segment sums), so a pair costs a share of a sort. At
+vectorised step (numpy: a sort, a merge, segment sums), so a pair costs a share of a sort. At
 Kimi K2's shape (61 layers x 384 experts, vocab 163,840) summaries and buffer take 160 MiB,
 where the exact [layer, expert, vocab] int64 table would take 28.6 GiB
 (benchmarks/top_token_sketch.py).
@@ -84,7 +84,9 @@ def fold(ids: np.ndarray, counts: np.ndarray, keys: np.ndarray, weights: np.ndar
          vocab: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One layer's summaries (ids, counts [E, m]) merged with pairs `keys` = expert * vocab +
     token: each counted once (`weights` None), or distinct, `weights` times each (another
-    summary's counters). The Misra-Gries merge above; numpy, whose sorts are the fastest here."""
+    summary's counters). The Misra-Gries merge above, in numpy (whose sorts are the fastest
+    here). A row keeps its counters in token order, so its keys come sorted: the union with
+    the sorted buffer is one merge, and the cut needs a sort of values, not of indices."""
     E, m = ids.shape
     kept = counts > 0
     own = (np.arange(E, dtype=np.int64)[:, None] * vocab + ids)[kept]
@@ -93,26 +95,27 @@ def fold(ids: np.ndarray, counts: np.ndarray, keys: np.ndarray, weights: np.ndar
         ends = np.flatnonzero(np.append(keys[1:] != keys[:-1], True))
         keys, weights = keys[ends].astype(np.int64), np.diff(ends, prepend=-1)
     keys = np.concatenate([own, keys])
-    order = np.argsort(keys)
+    order = np.argsort(keys, kind="stable")  # two sorted runs: timsort merges them
     keys, weights = keys[order], np.concatenate([counts[kept], weights])[order]
     ends = np.flatnonzero(np.append(keys[1:] != keys[:-1], True))
     total = np.diff(np.cumsum(weights)[ends], prepend=0)
     keys = keys[ends]
-    # By expert, then by count (largest first): one sort of a combined key.
     expert = keys // vocab
-    order = np.argsort(expert * 2**_COUNT_BITS + (2**_COUNT_BITS - 1 - total))
-    expert, token, total = expert[order], keys[order] % vocab, total[order]
     per_expert = np.bincount(expert, minlength=E)
     first = np.cumsum(per_expert) - per_expert
-    rank = np.arange(len(expert)) - first[expert]
-    # The (m+1)-th largest counter of each expert (0 where it has at most m).
+    # By expert, then by count, largest first: the (m+1)-th largest of each expert, the cut
+    # (0 where it has at most m counters).
+    low = 2**_COUNT_BITS - 1
+    ranked = np.sort(expert * 2**_COUNT_BITS + (low - total))
     cut = np.zeros(E, dtype=np.int64)
     over = per_expert > m
-    cut[over] = total[first[over] + m]
-    keep = (rank < m) & (total > cut[expert])
+    cut[over] = low - (ranked[first[over] + m] & low)
+    keep = np.flatnonzero(total > cut[expert])  # at most m per expert, in token order
+    e = expert[keep]
+    n_kept = np.bincount(e, minlength=E)
+    slot = np.arange(len(keep)) - (np.cumsum(n_kept) - n_kept)[e]
     new_ids, new_counts = np.full_like(ids, -1), np.zeros_like(counts)
-    e, r = expert[keep], rank[keep]
-    new_ids[e, r], new_counts[e, r] = token[keep], total[keep] - cut[e]
+    new_ids[e, slot], new_counts[e, slot] = keys[keep] % vocab, total[keep] - cut[e]
     return new_ids, new_counts
 
 

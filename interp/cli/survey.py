@@ -1,8 +1,8 @@
 """`interp survey`: expert, head and layer statistics of a model over a whole corpus.
 
-Runs as one process or under `torchrun --nproc-per-node N` (ranks split the batches, rank 0
-writes). The output is a directory of parquet tables plus meta.json; `interp report --survey
-DIR` renders it.
+Runs as one process or under `torchrun --nproc-per-node N` (each rank reads its own
+documents, rank 0 writes). The output is a directory of parquet tables plus meta.json;
+`interp report --survey DIR` renders it.
 """
 
 from __future__ import annotations

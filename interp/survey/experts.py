@@ -12,7 +12,6 @@ rows are dropped before anything is counted.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,15 +20,11 @@ import torch
 from interp.analysis.experts import balance_metrics, js_divergence
 from interp.survey.accumulators import Accumulators, histogram
 from interp.survey.batch import Batch
+from interp.survey.top_tokens import TopTokens, top_tokens_frame
 from interp.trace.routers import Decision, capture_hook, routers
 from interp.vocab import prob_entropy
 
 ENTROPY_BINS = 32
-TOP_TOKENS = 10
-# The top tokens per expert come from exact (layer, expert, token) counts, a dense int64
-# [layer, expert, vocab] table: 0.4 GB on OLMoE-1B-7B, 15 GB on DeepSeek-V3, 30 GB on Kimi K2.
-# Above this size the table is left out (with a warning), and every other statistic kept.
-TOKEN_TABLE_MAX_BYTES = 1 << 30
 
 
 class ExpertStats:
@@ -47,14 +42,9 @@ class ExpertStats:
         self.reuse = acc.counts("locality_shared", L)  # experts a token shares with the next
         self.pairs = acc.counts("locality_pairs")
         self.domain = acc.counts("domain_count", D, 2, L, E)
-        self.tokens = self.seen = None
-        size = L * E * V * 8
-        if size <= TOKEN_TABLE_MAX_BYTES:
-            self.tokens = acc.counts("expert_token_count", L, E, V)
-            self.seen = acc.counts("token_seen", V)
-        else:
-            warnings.warn(f"expert_tokens left out: its [layer, expert, vocab] = [{L}, {E}, {V}] "
-                          f"counts would take {size / 2**30:.1f} GB", stacklevel=2)  # fmt: skip
+        # Top tokens per expert: bounded summaries, not a [layer, expert, vocab] table.
+        self.top_tokens = TopTokens(acc, L, E, V)
+        self.seen = acc.counts("token_seen", V)
         self.vio_sum = acc.sums("max_vio_batch_sum", L)
         self.vio_sq = acc.sums("max_vio_batch_sq", L)
         self.batches = acc.counts("batches")
@@ -84,8 +74,7 @@ class ExpertStats:
         followed = torch.zeros_like(batch.valid)
         followed[:, :-1] = batch.pairs
         self.followed = followed.flatten().nonzero().squeeze(1)
-        if self.seen is not None:
-            self.seen += torch.bincount(self.ids, minlength=len(self.seen))
+        self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
     def _store(self, i: int):
         def store(x: torch.Tensor, decision: Decision) -> None:
@@ -125,14 +114,7 @@ class ExpertStats:
         cells = torch.bincount((self.cell[:, None] * E + real).flatten(),
                                minlength=self.domain.shape[0] * 2 * E)  # fmt: skip
         self.domain[:, :, i] += cells.view(-1, 2, E)
-        if self.tokens is None:
-            return
-        # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
-        vocab = self.tokens.shape[-1]
-        pairs = (real * vocab + self.ids[:, None]).flatten()
-        self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
-            self.n_experts, vocab
-        )
+        self.top_tokens.add(i, real, self.ids)
 
     def count_recorded(self, batch: Batch, chosen: torch.Tensor) -> None:
         """One batch of recorded routing, no model: chosen [batch * pos, MoE layers, k]."""
@@ -144,6 +126,8 @@ class ExpertStats:
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         self.pairs += batch.pairs.sum()
         self.batches += 1
+        # MaxVio of this batch: under torchrun a batch holds consecutive windows of one rank's
+        # own records, so the mean over batches differs from one process's (the totals don't).
         for i, (_, f) in self.selected.items():
             vio = self.n_experts * f.max() / f.sum() - 1.0
             self.vio_sum[i] += vio
@@ -197,7 +181,7 @@ def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd
     tables["domain_load"], tables["domain_divergence"] = _domains(
         acc["domain_count"].numpy(), layers, domains
     )
-    tables["expert_tokens"] = _top_tokens(acc, layers, tokenizer)
+    tables["expert_tokens"] = top_tokens_frame(acc, layers, tokenizer)
     return tables
 
 
@@ -261,25 +245,3 @@ def _domains(cells: np.ndarray, layers, domains) -> tuple[pd.DataFrame, pd.DataF
                               "js": js, "noise": max(noise(a, i), noise(b, i))})  # fmt: skip
     columns = ["layer", "domain", "other", "js", "noise"]
     return pd.DataFrame(loads), pd.DataFrame(pairs, columns=columns)
-
-
-def _top_tokens(acc, layers, tokenizer) -> pd.DataFrame:
-    """Per layer and expert, its TOP_TOKENS most frequent tokens: count (times routed there),
-    seen (the token's occurrences) and share = count / seen. Empty when the survey left the
-    counts out (`TOKEN_TABLE_MAX_BYTES`)."""
-    columns = ["layer", "expert", "rank", "token_id", "token", "count", "seen", "share"]
-    if "expert_token_count" not in acc:
-        return pd.DataFrame(columns=columns)
-    counts, seen = acc["expert_token_count"], acc["token_seen"]
-    rows = []
-    for i, layer in enumerate(layers):
-        top = counts[i].topk(min(TOP_TOKENS, counts.shape[-1]), dim=-1)
-        for e in range(counts.shape[1]):
-            for rank, (c, t) in enumerate(zip(top.values[e].tolist(), top.indices[e].tolist())):
-                if c == 0:
-                    break
-                text = tokenizer.decode([t]) if tokenizer is not None else str(t)
-                rows.append({"layer": layer, "expert": e, "rank": rank, "token_id": t,
-                             "token": text, "count": c, "seen": int(seen[t]),
-                             "share": c / int(seen[t])})  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)

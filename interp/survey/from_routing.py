@@ -117,7 +117,7 @@ def _chunks(requests, size: int):
 def _batch(chunk: list, index: int, domains: list[str], seed: int):
     """The batch a model survey would build from these windows, and the recorded experts
     [batch * pos, MoE layers, k]; tokens with no routing recorded count as padding."""
-    windows = [Window(index + j, r.domain, torch.from_numpy(r.ids), 0)
+    windows = [Window(index + j, r.domain, torch.from_numpy(r.ids), 0, index + j)
                for j, r in enumerate(chunk)]  # fmt: skip
     batch = collate(windows, domains, seed, "cpu")
     rows, length = batch.ids.shape

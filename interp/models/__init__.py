@@ -92,6 +92,10 @@ def gguf_checkpoint(path: Path, reader: str = "auto") -> Path:
     (`reader="transformers"` forces it for llama too; it is cached apart)."""
     from interp.models import gguf
 
+    # A verified llama entry says what the file is: reading a GGUF's header (its whole
+    # vocabulary) costs a second or more, only worth paying before a conversion.
+    if reader == "auto" and (hit := cache.verified(path, "gguf")) is not None:
+        return hit
     arch = gguf.architecture(path)  # an architecture neither reads: one line, nothing cached
     if reader == "transformers" or arch != "llama":
 

@@ -26,7 +26,7 @@ from interp.errors import InterpError
 from interp.features.attach import attach
 from interp.models.devices import input_device
 from interp.prompts import encode_text
-from interp.trace import assemble, frames, hooks, kinds, v4_attention
+from interp.trace import assemble, frames, hooks, kernel, kinds, v4_attention
 from interp.trace.facts import ModelFacts
 from interp.trace.kv_cache import summary
 from interp.trace.memory import memory_rows
@@ -247,7 +247,12 @@ class _Runner:
             )  # fmt: skip
         handles += hooks.pattern_hooks(captured)
         try:
-            with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks), _bridge_faults():
+            # The default attention kernel unless a registered hook needs eager (trace.kernel).
+            with (
+                self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks),
+                _bridge_faults(),
+                kernel.default_attention(self.model),
+            ):
                 if not cache:  # one forward, no generation: a KV cache would only take memory
                     logits = self.model(ids)
                 elif past is None:

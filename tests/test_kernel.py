@@ -77,3 +77,16 @@ def test_generation_on_sdpa_equals_the_eager_full_forward(llama):
     full = interp.trace(llama, gen.records[0].ids, capture=["residual", "attention"])
     assert (gen.tensor("resid", 0) - full.tensor("resid", 0)).abs().max() <= 1e-5
     assert (gen.tensor("z", 0) - full.tensor("z", 0)).abs().max() <= 1e-5
+
+
+def test_a_plain_forward_is_sdpa_and_a_copy_runs_its_own(llama, llama_dir):
+    import copy
+
+    reference = AutoModelForCausalLM.from_pretrained(llama_dir, attn_implementation="sdpa")
+    ids = torch.tensor([[5, 17, 33, 2, 90]])
+    with torch.no_grad():
+        want = reference(ids).logits
+        assert (llama(ids) - want).abs().max() <= 1e-5
+        other = copy.deepcopy(llama)
+        other.original_model.lm_head.weight.zero_()
+        assert other(ids).abs().max() == 0 and (llama(ids) - want).abs().max() <= 1e-5

@@ -31,9 +31,10 @@ def to_tokens(weights: torch.Tensor, n_compressed: int, rate: int, n_keys: int) 
     return out
 
 
-def attention_handles(model, facts, make_hook, n_keys: int | None) -> list:
+def attention_handles(model, facts, make_hook, n_keys) -> list:
     """Forward hooks on each layer's transformers attention module; `make_hook(layer)` is the
-    trace's pattern hook (interp.trace.hooks) fed with the token pattern."""
+    trace's pattern hook (interp.trace.hooks) fed with the token pattern; `n_keys()`: keys so
+    far in a KV-cache step, None in a forward over the prompt."""
     rates = facts.memory_shapes.get("compress_rates", {})
     handles = []
     for layer, kinds in enumerate(facts.layer_kinds):
@@ -44,7 +45,7 @@ def attention_handles(model, facts, make_hook, n_keys: int | None) -> list:
 
         def forward_hook(mod, args, output, hook=hook, rate=rate) -> None:
             weights = output[1]
-            total = n_keys or weights.shape[-2]
+            total = n_keys() or weights.shape[-2]
             compressor = getattr(mod, "compressor", None)
             n_compressed = 0 if compressor is None else _compressed_len(weights, total, rate)
             hook(to_tokens(weights, n_compressed, rate, total), None)

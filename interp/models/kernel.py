@@ -3,10 +3,10 @@
 interp loads every model with eager attention, the only kind that yields patterns, and TL's
 rotary attention bridge reimplements it step by step so that hook_attn_scores, hook_pattern,
 hook_rot_q/k and hook_cos/sin fire. A forward that hooks none of those gains nothing from it:
-`default_attention` hands each such bridge's attention back to its Hugging Face module (the
-bridge's plain hook_in -> HF -> hook_out path, TL's own base forward) running SDPA. The
-residual, z, q/k/v and routing hooks fire on the same tensors either way (equal to float
-rounding: tests/test_trace.py compares both with transformers' own modules).
+`install` makes every forward of the bridge (a trace's, a plain `model(ids)`) hand each such
+bridge's attention back to its Hugging Face module (TL's plain hook_in -> HF -> hook_out
+path) running SDPA. The residual, z, q/k/v and routing hooks fire on the same tensors either
+way, equal to float rounding (tests/test_kernel.py compares both with transformers' modules).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import contextlib
 import types
 import weakref
 from dataclasses import dataclass
-
-import torch
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # TL switches that route the reimplemented attention through per-head inputs or outputs.
@@ -63,19 +61,34 @@ def _plan(model) -> _Plan | None:
 
 def eager_needed(model, plan: _Plan) -> bool:
     """Whether some hook now registered (the trace's, the user's, any left on the model)
-    reads a tensor only the eager reimplementation produces."""
+    reads a tensor only eager attention produces: one of the reimplementation's own hook
+    points, or a forward hook on an HF attention module (it reads the weights it returns)."""
     if any(getattr(model.cfg, switch, False) for switch in _SWITCHES):
         return True
-    return any(hp._forward_hooks or hp._backward_hooks for hp in plan.owned)
+    return any(hp._forward_hooks or hp._backward_hooks for hp in plan.owned) or any(
+        bridge.original_component._forward_hooks for bridge in plan.bridges
+    )
+
+
+def install(model) -> None:
+    """Every forward of the bridge `model` runs `default_attention` around it (a bound
+    method, so a deep copy of the model dispatches its own forward)."""
+    if _plan(model) is not None:
+        object.__setattr__(model, "forward", types.MethodType(_dispatch, model))
+
+
+def _dispatch(model, *args, **kwargs):
+    with default_attention(model):
+        return type(model).forward(model, *args, **kwargs)
 
 
 @contextlib.contextmanager
 def default_attention(model):
-    """Inside the model's hooks context: run the forward on the default kernel where no
-    registered hook needs eager attention; everything is put back on exit."""
+    """Run what is inside on the default kernel where no hook registered at entry needs
+    eager attention; everything is put back on exit."""
     plan = _plan(model)
-    if plan is None or eager_needed(model, plan) or torch.is_grad_enabled():
-        yield  # (with gradients, TL's path is the one whose backward hooks are known)
+    if plan is None or eager_needed(model, plan):
+        yield
         return
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 

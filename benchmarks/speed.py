@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from capture import nnsight_run, twin  # noqa: E402
+
 import interp  # noqa: E402
 from interp.models import gguf_checkpoint  # noqa: E402
 from interp.models.zoo import ZOO, smollm2_gguf  # noqa: E402
@@ -87,38 +89,6 @@ class Bench:
         return interp.load(name, device=self.device, dtype=self.dtype)
 
 
-def twin(model, attn: str):
-    """A second module tree on the same weight tensors (a bridge or nnsight takes over the
-    modules it is given; sharing the weights keeps memory down)."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        other = AutoModelForCausalLM.from_config(model.config, attn_implementation=attn)
-    other.load_state_dict(model.state_dict(), assign=True)
-    for name, buffer in model.named_buffers():  # non-persistent ones (rotary frequencies)
-        owner, _, attr = name.rpartition(".")
-        setattr(other.get_submodule(owner), attr, buffer)
-    return other.eval()
-
-
-def nnsight_run(plain):
-    """nnsight saving, per layer, attention output and pattern, MLP output and residual."""
-    from nnsight import NNsight
-
-    wrapped = NNsight(twin(plain, "eager"))
-
-    def run(ids):
-        saved = []  # outside the block: nnsight runs the block's body on its own
-        with wrapped.trace(ids):
-            for layer in wrapped.model.layers:
-                attn_out, pattern = layer.self_attn.output[0], layer.self_attn.output[1]
-                saved += [attn_out.save(), pattern.save(), layer.mlp.output.save()]
-                saved.append(layer.output.save())
-        return saved
-
-    return run
-
-
 def x(ratio: float) -> str:
     return f"{ratio:.2f}x"
 
@@ -138,7 +108,10 @@ def capture_rows(b: Bench, n: int) -> None:
         "TL run_with_cache": lambda: model.run_with_cache(on),
     }
     if importlib.util.find_spec("nnsight"):
-        runs["nnsight, 4 tensors x 30 layers"] = lambda fn=nnsight_run(eager): fn(on)
+        from nnsight import NNsight
+
+        wrapped = nnsight_run(NNsight(twin(eager)))
+        runs["nnsight, 4 tensors x 30 layers"] = lambda: wrapped(on)
     t = b.medians(runs)
     sd, ea = t["forward, default (SDPA)"], t["forward, eager"]
     print(f"smollm2-135m, {n} tokens (seconds, / SDPA forward, / eager forward):")
@@ -159,7 +132,8 @@ def capture_rows(b: Bench, n: int) -> None:
 
 
 def generation_rows(b: Bench, plain, model, only: str) -> None:
-    prompt = torch.randint(100, 4000, (1, 16), generator=torch.Generator().manual_seed(1))
+    top = min(4000, model.cfg.d_vocab)
+    prompt = torch.randint(3, top, (1, 16), generator=torch.Generator().manual_seed(1))
     name = model.interp_name
     for steps in (8,) if b.quick else (32, 256):
         t = b.medians({
@@ -192,15 +166,17 @@ def routing_rows(b: Bench, n: int) -> None:
     with b.device:  # weights are created where they run: no CPU copy of 14 GB
         olmoe = AutoModelForCausalLM.from_config(config, dtype=b.dtype).eval()
     layers = config.num_hidden_layers
-    bridged = bridge_hf_model(twin(olmoe, "eager"), f"olmoe-1b-7b-shaped-{layers}l")
-    for name, hf, bridge in [("tiny-deepseek", plain, model), (bridged.interp_name, olmoe, bridged)]:
-        vocab = hf.config.vocab_size
-        ids = torch.randint(3, vocab, (1, n), generator=torch.Generator().manual_seed(2))
+    shaped = f"olmoe-1b-7b-shaped, {layers} layers"
+    bridged = bridge_hf_model(twin(olmoe), shaped)  # eager, as interp.load builds it
+    for name, hf, bridge in [("tiny-deepseek", plain, model), (shaped, olmoe, bridged)]:
+        vocab, length = hf.config.vocab_size, min(n, bridge.cfg.n_ctx)
+        ids = torch.randint(3, vocab, (1, length), generator=torch.Generator().manual_seed(2))
+        on = ids.to(b.device)
         t = b.medians({
-            "forward": lambda h=hf, i=ids.to(b.device): h(i),
+            "forward": lambda h=hf, i=on: h(i),
             "routing": lambda m=bridge, i=ids: interp.trace(m, i, capture=["routing"]),
         })  # fmt: skip
-        b.row(f"routing only, {n} tokens, {name} ({b.dtype_name})", "-", "<= 1.05x forward",
+        b.row(f"routing only, {length} tokens, {name} ({b.dtype_name})", "-", "<= 1.05x forward",
               x(t["routing"] / t["forward"]))  # fmt: skip
     generation_rows(b, plain, model, "routing")
 
@@ -217,8 +193,12 @@ def load_rows(b: Bench) -> None:
     second = b.medians({"load": lambda: b.load("smollm2-135m")})["load"]
     b.row("second load in a process", "2.5 s", "<= 0.5 s", f"{second:.2f} s")
     # Fresh processes, imports done before the clock starts (every approach pays them alike).
-    head = "import time, interp, transformers, transformer_lens.model_bridge; t = time.perf_counter()"
-    checks = "from interp.models import gguf_checkpoint; from interp.models.zoo import smollm2_gguf; "
+    head = (
+        "import time, interp, transformers, transformer_lens.model_bridge; t = time.perf_counter()"
+    )
+    checks = (
+        "from interp.models import gguf_checkpoint; from interp.models.zoo import smollm2_gguf; "
+    )
     tail = "; print(time.perf_counter() - t)"
     runs = 1 if b.quick else 3
     first = statistics.median(_child(f"{head}; interp.load(){tail}") for _ in range(runs))
@@ -226,10 +206,10 @@ def load_rows(b: Bench) -> None:
         _child(f"{checks}{head}; gguf_checkpoint(smollm2_gguf()){tail}") for _ in range(runs)
     )
     b.row("first load, warm disk cache", "3.6-4.2 s", "<= 1.5 s",
-          f"{first:.2f} s (of which the cache checks {cached:.3f} s; imports excluded)")  # fmt: skip
+          f"{first:.2f} s (cache checks {cached:.3f} s; imports excluded)")  # fmt: skip
     start = time.perf_counter()
     for _ in range(runs):
-        subprocess.run([sys.executable, "-m", "interp", "generate", PROMPT, "-n", "3"],
+        subprocess.run([sys.executable, "-m", "interp.cli", "generate", PROMPT, "-n", "3"],
                        check=True, capture_output=True)  # fmt: skip
     wall = (time.perf_counter() - start) / runs
     b.row('`interp generate "..." -n 3`, end to end', "-", "<= 4 s", f"{wall:.2f} s")

@@ -142,6 +142,7 @@ def generation_rows(b: Bench, plain, model, only: str) -> None:
     prompt = torch.randint(3, top, (1, 16), generator=torch.Generator().manual_seed(1))
     name = model.interp_name
     for steps in (8,) if b.quick else (32, 256):
+        steps = min(steps, model.cfg.n_ctx - prompt.shape[1])  # tiny-deepseek: 256 positions
         t = b.medians({
             "generate": lambda s=steps: plain.generate(
                 prompt.to(b.device), max_new_tokens=s, min_new_tokens=s, do_sample=False,

@@ -5,25 +5,38 @@
 No model runs: a synthetic stream of expert ids shaped like Kimi K2's routing (61 MoE
 layers, 384 experts, top-8, vocabulary 163,840; uniform random ids, 8 windows of 256 tokens
 per batch) is folded into `ExpertStats`'s counts exactly as a survey folds a router's
-selection (load, co-activation, transitions, locality, per-domain load, per-batch MaxVio).
-The [layer, expert, vocab] token table is left out at this shape, as in a real survey.
+selection (load, co-activation, transitions, locality, per-domain load, per-batch MaxVio,
+and the top tokens per expert:
+`interp.survey.top_tokens`, whose own figures are in benchmarks/top_token_sketch.py).
 Prints token-layers per second and the time per billion token-layers (target: >= 1M/s on
-one core), beside the one-hot products the survey used before (its counts asserted equal).
-The ids are drawn before the clock starts.
+one core), beside the one-hot products the survey used before, which count no top tokens (the
+other counts asserted equal).
+The ids are drawn before the clock starts. Then the whole recorded-routing path
+(`interp.survey.from_routing`: read an .npz shard of the same stream, check it against a
+Kimi K2-shaped config.json, batch it, count it, build the tables) on Kimi K2's 60 MoE layers
+(first_k_dense_replace = 1 of 61). Each rate is given by the wall clock and by this process's
+CPU time: on a shared core the wall clock also counts the time other processes ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
-import warnings
+from pathlib import Path
 
 import torch
 
+from interp.survey import from_routing, write_routing
 from interp.survey.accumulators import Accumulators
 from interp.survey.batch import collate
 from interp.survey.data import Window
-from interp.survey.experts import ExpertStats
+from interp.survey.distributed import Ranks
+from interp.survey.experts import ExpertStats, symmetric_coactivation
+from interp.survey.from_routing import count
+from interp.survey.recorded import Recorded
+from interp.survey.routing_model import routing_model
 
 torch.set_grad_enabled(False)
 
@@ -47,20 +60,60 @@ class OneHotStats(ExpertStats):
         self.domain[:, :, i] += (cell.T @ onehot[self.rows]).view(-1, 2, self.n_experts).long()
 
 
-def rate(kind, facts: dict, stream: list) -> tuple[float, Accumulators]:
-    """Token-layers per second of `kind` over the stream, and its counts."""
+class Clock:
+    """Wall-clock and CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def rate(kind, facts: dict, stream: list) -> tuple[Clock, Accumulators]:
+    """The time `kind` takes to count the stream, and its counts."""
     acc = Accumulators()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the token table's "left out" warning
-        stats = kind(None, acc, ["all"], facts)
-    start = time.perf_counter()
+    stats = kind(None, acc, ["all"], facts)
+    with Clock() as clock:
+        for batch, chosen in stream:
+            stats.start(batch)
+            for i in range(LAYERS):
+                stats._count(i, chosen[i])
+            stats.finish(batch, None)
+        acc.flush()  # the top tokens' buffered pairs folded in: their cost is counted
+    return clock, acc
+
+
+def recorded_path(stream: list, batch_size: int) -> tuple[Clock, Clock, int]:
+    """The stream written as one .npz shard (Kimi K2's 60 MoE layers): the time to read,
+    check, batch and count it (what grows with the tokens), then the time of a whole
+    from_routing (its tables add a fixed cost: 2 x 8.8M rows of pair tables)."""
+    config = {"model_type": "kimi_k2", "num_hidden_layers": LAYERS, "first_k_dense_replace": 1,
+              "moe_layer_freq": 1, "n_routed_experts": EXPERTS, "num_experts_per_tok": TOP_K,
+              "vocab_size": VOCAB, "hidden_size": 7168}  # fmt: skip
+    requests = []
     for batch, chosen in stream:
-        stats.start(batch)
-        for i in range(LAYERS):
-            stats._count(i, chosen[i])
-        stats.finish(batch, None)
-    seconds = time.perf_counter() - start
-    return sum(c.shape[1] for _, c in stream) * LAYERS / seconds, acc
+        per_window = chosen[1:].permute(1, 0, 2).reshape(*batch.ids.shape, LAYERS - 1, TOP_K)
+        requests += [Recorded(ids.numpy(), experts.numpy().astype("int16"), "all")
+                     for ids, experts in zip(batch.ids, per_window)]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        shard = write_routing(requests, Path(tmp) / "routing.npz")
+        spec = routing_model(Path(tmp) / "config.json")
+        with Clock() as counting:
+            counted = count([shard], spec, batch_size, 0, Ranks(0, 1, torch.device("cpu")))
+            counted.acc.flush()
+        with Clock() as whole:
+            from_routing(shard, Path(tmp) / "config.json", batch_size=batch_size)
+    tokens = int(counted.acc.tensors["expert_count"][0].sum()) // TOP_K
+    return counting, whole, tokens * (LAYERS - 1)
+
+
+def line(what: str, token_layers: int, clock: Clock) -> str:
+    wall, cpu = token_layers / clock.wall, token_layers / clock.cpu
+    return (f"{what}: {wall / 1e6:.3f} M token-layers/s wall, {cpu / 1e6:.3f} M/s CPU "
+            f"(target >= 1); {1e9 / cpu / 3600:.2f} h CPU per billion token-layers")  # fmt: skip
 
 
 def main() -> None:
@@ -77,7 +130,7 @@ def main() -> None:
     stream = []
     for b in range(2 if args.quick else 8):
         windows = [Window(b * args.batch_size + w, "all",
-                          torch.randint(VOCAB, (args.seq_len,), generator=gen), 0)
+                          torch.randint(VOCAB, (args.seq_len,), generator=gen), 0, w)
                    for w in range(args.batch_size)]  # fmt: skip
         n = args.batch_size * args.seq_len
         # Distinct experts per token, as a router's top-k gives them.
@@ -85,14 +138,24 @@ def main() -> None:
         stream.append((collate(windows, ["all"], 0, "cpu"), chosen))
     new, acc = rate(ExpertStats, facts, stream)
     old, old_acc = rate(OneHotStats, facts, stream)
-    for name, t in acc.tensors.items():
-        assert torch.equal(t, old_acc.tensors[name]), name
+    # The survey counts each unordered pair once; its table adds the transpose and diagonal.
+    mine = dict(acc.tensors)
+    mine["coactivation"] = torch.from_numpy(
+        symmetric_coactivation(mine["coactivation"].numpy(), mine["expert_count"].numpy())
+    )
+    for name, t in mine.items():
+        assert name.startswith("top_token") or torch.equal(t, old_acc.tensors[name]), name
     token_layers = sum(c.shape[1] for _, c in stream) * LAYERS
     print(f"shape: {LAYERS} layers x {EXPERTS} experts, top-{TOP_K}, vocab {VOCAB}; "
           f"{args.threads} thread(s); {token_layers:,} token-layers, counts equal")  # fmt: skip
-    print(f"bincounts (the survey): {new / 1e6:.3f} M token-layers/s (target >= 1); "
-          f"{1e9 / new / 3600:.2f} h per billion token-layers")  # fmt: skip
-    print(f"one-hot products (before): {old / 1e6:.3f} M token-layers/s; ratio {new / old:.1f}x")
+    print(line("bincounts (the survey)", token_layers, new))
+    print(line("one-hot products (before)", token_layers, old))
+    print(f"ratio (CPU time): {old.cpu / new.cpu:.1f}x")
+    counting, whole, recorded_layers = recorded_path(stream, args.batch_size)
+    print(line("recorded routing: read + check + count an .npz shard", recorded_layers, counting))
+    print(f"recorded routing: from_routing whole, tables included: {whole.wall:.1f} s wall, "
+          f"{whole.cpu:.1f} s CPU ({whole.cpu - counting.cpu:.1f} s of it the tables, once "
+          "per survey)")  # fmt: skip
 
 
 if __name__ == "__main__":

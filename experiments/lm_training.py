@@ -258,9 +258,15 @@ def main(recipe: Recipe, description: str, controls: dict[str, Recipe] | None = 
 
 
 def trained(recipe: Recipe, seed: int, quick: bool) -> Path:
-    """A control's checkpoint, trained on first use into reports/controls/ (not shipped; the
-    same seed gives the same weights, so a kept copy is as good as a fresh one)."""
-    out = ROOT / "reports" / "controls" / f"{recipe.name}-seed{seed}{'-quick' if quick else ''}"
+    """A control's checkpoint: the one shipped in experiments/controls/ (the full runs at seed
+    0, trained by this function: their training took minutes of a fresh clone's test run), else
+    trained on first use into reports/controls/ (the same seed gives the same weights, so a
+    kept copy is as good as a fresh one)."""
+    name = f"{recipe.name}-seed{seed}{'-quick' if quick else ''}"
+    shipped = ROOT / "experiments" / "controls" / name
+    if (shipped / "training_log.json").is_file():
+        return shipped
+    out = ROOT / "reports" / "controls" / name
     if not (out / "training_log.json").is_file():
         train(recipe, seed, quick, out)
     return out

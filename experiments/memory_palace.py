@@ -5,19 +5,21 @@ layer. The newest architectures break that: a Mamba2 layer keeps a fixed state, 
 layer stops at its window, a compressed layer grows by one entry per `compress_rate` tokens.
 For each zoo model (tiny-moe, tiny-deepseek, tiny-hybrid, tiny-deepseek-v4), and for full-size
 configs built from transformers' config classes on the meta device (no weights, no hub), this
-gives the memory after n tokens of one sequence, by layer kind, from the config alone
-(`layer_bytes`, the formulas below, in the dtype transformers' cache keeps: bfloat16 for the
-full-size models, the Mamba2 SSM state in `mamba_ssm_cache_dtype` float32). The formulas are
-checked against the bytes of every tensor in the tiny models' real cache objects
-(transformers' DynamicCache after a forward of n tokens), at several n. Held if they match
-exactly at every n and layer. The formulas here are the experiment's own; interp's `memory`
-frame (interp/trace/memory.py) keeps the same per kind for a traced generation.
+gives the memory after n tokens of one sequence, by layer kind, from the config alone:
+interp's per-layer memory formulas (interp/trace/memory.py, DeepSeek-V4's in v4_memory.py) on
+`ModelFacts.of_config`, as transformers' own cache keeps it (`own_cache`: MLA's latent), in
+bfloat16 for the full-size models (the Mamba2 SSM state in float32, as transformers' scan
+keeps it). The formulas are checked against the bytes of every tensor in the tiny models' real
+cache objects (transformers' DynamicCache after a forward of n tokens), at several n. Held if
+they match exactly at every n and layer.
 
 Full-size sizes (published): SmolLM2-135M (30 layers, 3 KV heads of 64); DeepSeek-V3 (61
 layers, MLA with 128 heads) and Kimi K2 (same, 64 heads): transformers caches MLA's latent
 (kv_lora_rank + the rope key), not per-head K and V, so the heads do not count;
-DeepSeek-V4 (DeepseekV4Config's defaults); Nemotron-H-8B-shaped (52 layers: 22 Mamba2 and
-4 attention, each followed by an MLP layer, evenly spaced rather than the published pattern).
+DeepSeek-V4 (DeepseekV4Config's defaults); Nemotron-H-8B (nvidia/Nemotron-H-8B-Base-8K: 52
+layers by its hybrid_override_pattern, 24 Mamba2 (M), 4 attention (*), 24 MLP (-); 128 Mamba
+heads of 64, state 128, 8 groups; 32 query heads, 8 KV heads of 128; as NVIDIA's Megatron-Bridge
+model page and vLLM's NemotronHConfig default give them).
 
     python experiments/memory_palace.py [--quick]
 """
@@ -43,45 +45,28 @@ from transformers import (  # noqa: E402
 from interp.files import save_figure  # noqa: E402
 from interp.models.zoo import ZOO  # noqa: E402
 from interp.scripts import run_script  # noqa: E402
+from interp.trace.facts import ModelFacts  # noqa: E402
+from interp.trace.memory import formula, layer_memory  # noqa: E402
 
 ZOO_MODELS = ["tiny-moe", "tiny-deepseek", "tiny-hybrid", "tiny-deepseek-v4"]
-NEMOTRON = {"linear_attention": "mamba2", "full_attention": "attention"}  # moe / mlp keep none
+# nvidia/Nemotron-H-8B-Base-8K: M Mamba2, * attention, - MLP (52 layers).
+NEMOTRON_H_8B = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
 
 
-def layer_kinds(c) -> list[str]:
-    """The sequence mixer of each layer that keeps memory; None for those that keep none."""
-    if c.model_type == "nemotron_h":
-        return [NEMOTRON.get(k) for k in c.layers_block_type]
-    if c.model_type == "deepseek_v4":
-        return list(c.layer_types)
-    return ["attention"] * c.num_hidden_layers
+def per_layer(facts: ModelFacts, n: int) -> list[int]:
+    """Bytes each layer holds after n tokens of one sequence, by interp's formulas."""
+    out = [0] * facts.n_layers
+    for layer, kind, sub in layer_memory(facts, own_cache=True):
+        out[layer] += formula(facts, kind, n, sub)["bytes"]
+    return out
 
 
-def layer_bytes(c, kind: str | None, n: int, b: int, ssm_b: int | None = None) -> int:
-    """Bytes one layer of `kind` holds after n tokens of one sequence (b bytes per value)."""
-    if kind is None:
-        return 0
-    if kind == "mamba2":  # conv window over x, B, C; the SSM state per head
-        conv = c.mamba_num_heads * c.mamba_head_dim + 2 * c.n_groups * c.ssm_state_size
-        ssm = c.mamba_num_heads * c.mamba_head_dim * c.ssm_state_size
-        return conv * c.conv_kernel * b + ssm * (ssm_b or b)
-    if c.model_type == "deepseek_v3":  # MLA: transformers keeps the latent and the rope key
-        return n * (c.kv_lora_rank + c.qk_rope_head_dim) * b
-    kv_heads = c.num_key_value_heads
-    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    if c.model_type != "deepseek_v4":
-        return 2 * n * kv_heads * head * b
-    # Every V4 layer keeps a sliding window of the last sliding_window - 1 tokens (K and V).
-    total = 2 * min(n, c.sliding_window - 1) * kv_heads * head
-    if kind == "compressed_sparse_attention":
-        r, width = c.compress_rates[kind], head + c.index_head_dim  # compressor + indexer
-        # one entry per r tokens; the unfinished block's kv and gate, at twice the width
-        # (overlapping windows); after the first block, the previous block kept for overlap
-        total += (n // r) * width + 2 * (n % r) * 2 * width + (2 * r * width if n >= r else 0)
-    elif kind == "heavily_compressed_attention":
-        r = c.compress_rates[kind]
-        total += (n // r) * head + 2 * (n % r) * head
-    return total * b
+def per_kind(facts: ModelFacts, n: int) -> dict[str, int]:
+    """Bytes after n tokens, summed by the layer kind (sequence mixer) that holds them."""
+    out: dict[str, int] = {}
+    for _, kind, sub in layer_memory(facts, own_cache=True):
+        out[sub] = out.get(sub, 0) + formula(facts, kind, n, sub)["bytes"]
+    return out
 
 
 def measured(model, n: int) -> list[int]:
@@ -92,14 +77,18 @@ def measured(model, n: int) -> list[int]:
     with torch.no_grad():
         cache = model(input_ids=x, use_cache=True).past_key_values
 
-    def size(value) -> int:
+    def size(value, seen: set) -> int:
         if isinstance(value, torch.Tensor):
-            return value.numel() * value.element_size() if value.ndim else 0
+            # One tensor held under two names (V4's compressed layers: K = V) is held once.
+            if not value.ndim or id(value) in seen:
+                return 0
+            seen.add(id(value))
+            return value.numel() * value.element_size()
         if isinstance(value, dict):
-            return sum(size(v) for v in value.values())
+            return sum(size(v, seen) for v in value.values())
         return 0
 
-    return [sum(size(v) for v in vars(layer).values()) for layer in cache.layers]
+    return [size(dict(vars(layer)), set()) for layer in cache.layers]
 
 
 def full_size() -> dict:
@@ -113,18 +102,18 @@ def full_size() -> dict:
         "Kimi K2": DeepseekV3Config(num_attention_heads=64, **mla),
         "DeepSeek-V4": DeepseekV4Config(),
         "Nemotron-H-8B": NemotronHConfig(
+            vocab_size=131072,
             hidden_size=4096,
+            intermediate_size=21504,
             mamba_num_heads=128,
             mamba_head_dim=64,
             ssm_state_size=128,
             n_groups=8,
+            conv_kernel=4,
             num_attention_heads=32,
             num_key_value_heads=8,
             head_dim=128,
-            layers_block_type=[
-                "mlp" if i % 2 else "full_attention" if i // 2 % 6 == 5 else "linear_attention"
-                for i in range(52)
-            ],
+            hybrid_override_pattern=NEMOTRON_H_8B,
         ),  # fmt: skip
     }
     with torch.device("meta"):  # the configs only; building the models proves they are valid
@@ -133,44 +122,36 @@ def full_size() -> dict:
     return configs
 
 
-def per_kind(c, n: int, b: int, ssm_b: int | None) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for kind in layer_kinds(c):
-        if kind is not None:
-            out[kind] = out.get(kind, 0) + layer_bytes(c, kind, n, b, ssm_b)
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     steps = [1, 5, 16, 37] if args.quick else [1, 3, 4, 5, 15, 16, 17, 37, 64, 100]
     worst = 0
     print("formula against the real cache (bytes, one sequence, float32), every layer:")
     for name in (n for n in ZOO_MODELS if n in ZOO):
         model = AutoModelForCausalLM.from_pretrained(ZOO[name].path(), dtype=torch.float32)
-        c = model.eval().config
+        facts = ModelFacts.of_config(model.eval().config, "float32")
         for n in steps:
-            real = measured(model, n)
-            formula = [layer_bytes(c, k, n, 4) for k in layer_kinds(c)]
-            worst = max(worst, max(abs(a - f) for a, f in zip(real, formula, strict=True)))
-        print(f"  {name:18s} n = {steps}: last n formula {sum(formula):>8d}, "
+            real, mine = measured(model, n), per_layer(facts, n)
+            worst = max(worst, max(abs(a - f) for a, f in zip(real, mine, strict=True)))
+        print(f"  {name:18s} n = {steps}: last n formula {sum(mine):>8d}, "
               f"measured {sum(real):>8d}")  # fmt: skip
     print(f"{'held' if worst == 0 else 'not held'}: largest |formula - measured| over every "
           f"layer and n: {worst} bytes")  # fmt: skip
 
     n_ctx = [2**k for k in range(0, 21, 2)]
-    configs = full_size()
-    print("\nbytes per token of context at 4096 / 1M tokens (bfloat16), by layer kind:")
-    for name, c in configs.items():
-        ssm_b = 4 if c.model_type == "nemotron_h" else None
+    configs = {name: ModelFacts.of_config(c, "bfloat16") for name, c in full_size().items()}
+    nemotron = configs["Nemotron-H-8B"]
+    layers = ", ".join(f"{k} {len(nemotron.layers_of(k))}" for k in ("mamba2", "attention", "mlp"))
+    print(f"\nNemotron-H-8B layers (its pattern): {layers}")
+    print("bytes per token of context at 4096 / 1M tokens (bfloat16), by layer kind:")
+    for name, facts in configs.items():
         for n in (4096, 2**20):
-            kinds = per_kind(c, n, 2, ssm_b)
+            kinds = per_kind(facts, n)
             cells = ", ".join(f"{k} {v / n:,.0f}" for k, v in kinds.items())
             print(f"  {name:14s} n={n:>8d}: {sum(kinds.values()) / n:>10,.0f} B/token ({cells})")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, c in configs.items():
-        ssm_b = 4 if c.model_type == "nemotron_h" else None
-        ax.plot(n_ctx, [sum(per_kind(c, n, 2, ssm_b).values()) for n in n_ctx], marker=".",
+    for name, facts in configs.items():
+        ax.plot(n_ctx, [sum(per_kind(facts, n).values()) for n in n_ctx], marker=".",
                 label=name)  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="tokens of context",
            ylabel="memory held (bytes, one sequence)", title="Memory held by model")  # fmt: skip

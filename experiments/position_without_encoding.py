@@ -9,10 +9,10 @@ domain, split by window: even windows train the probe, odd windows test it. Posi
 BOS) is left out, so a probe cannot score by spotting the BOS token. R² on the test windows.
 
 Control: the same model with each Mamba2 layer replaced by attention (no positional encoding
-either), trained the same way (train_tiny_hybrid.py --control attention; trained here on
-first use into reports/controls/). Causal attention alone can still count (a token attending
-uniformly sees 1/(position+1) of the BOS), so the control says how much of the order the
-Mamba blocks add.
+either), trained the same way (train_tiny_hybrid.py --control attention; shipped in
+experiments/controls/; another seed is trained on first use into reports/controls/). Causal
+attention alone can still count (a token attending uniformly sees 1/(position+1) of the BOS),
+so the control says how much of the order the Mamba blocks add.
 
 Held if the probe reads position with R² >= 0.5 right after the first Mamba2 layer while the
 embeddings give R² < 0.1.

@@ -16,8 +16,8 @@ same pre / post / comb):
 - the doubly-stochastic error of each comb: max |row sum - 1|, |column sum - 1|;
 - each stream's norm after each layer (mean over tokens).
 Control: the same model trained without the constraint (comb = I + tanh(projection), as in
-the original hyper-connections; train_tiny_deepseek_v4.py --control unconstrained, trained here
-on first use into reports/controls/).
+the original hyper-connections; train_tiny_deepseek_v4.py --control unconstrained, shipped in
+experiments/controls/; another seed is trained on first use into reports/controls/).
 
 Held if the composite gain of tiny-deepseek-v4 stays within 5% of 1 at every depth while the
 control's ends at least twice as high. A finite number of Sinkhorn iterations

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
-import pytest
-import torch
+# One thread per torch process. Two OpenMP threads on a 2-core machine that other jobs share
+# wait for each other at every op: under a load of 5 a tiny-moe survey of 2,762 tokens took 50 s
+# with two threads and 0.35 s with one. Set before torch starts; subprocesses inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from interp.models.zoo import WEIGHTS
 
 torch.set_grad_enabled(False)
+torch.set_num_threads(1)
 
 # Every timeout and deadline in the tests only stops a hang; it never judges speed (that belongs
 # in benchmarks/). On a loaded 2-core machine the suite ran 6x slower than idle and a 300 s

@@ -89,3 +89,10 @@ def test_memory_palace_quick(tmp_path):
     assert int(rows["SmolLM2-135M"].replace(",", "")) == 30 * 2 * 3 * 64 * 2
     # MLA caches its latent: 61 layers x (512 + 64) x 2 bytes, whatever the head count.
     assert rows["DeepSeek-V3"] == rows["Kimi K2"] == f"{61 * 576 * 2:,}"
+    # Nemotron-H-8B's published pattern: 24 Mamba2, 4 attention, 24 MLP layers.
+    assert "Nemotron-H-8B layers (its pattern): mamba2 24, attention 4, mlp 24" in text
+    # By hand at 4096 tokens: 4 attention layers x K and V x 8 KV heads x 128 x 2 bytes, and 24
+    # fixed Mamba2 states: float32 SSM state 128 heads x 64 x 128 x 4 bytes, bf16 conv window
+    # (128 x 64 + 2 x 8 groups x 128) channels x 4 taps x 2 bytes.
+    mamba = 24 * (128 * 64 * 128 * 4 + (128 * 64 + 2 * 8 * 128) * 4 * 2)
+    assert rows["Nemotron-H-8B"] == f"{4 * 2 * 8 * 128 * 2 + mamba / 4096:,.0f}"

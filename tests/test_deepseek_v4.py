@@ -3,6 +3,7 @@ with generation on a tiny random checkpoint, against transformers' own modules."
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from test_router_families import _expert_output, _shared_outputs
@@ -178,6 +179,60 @@ def test_attention_maps_compressed_entries_onto_their_spans(tiny_deepseek_v4):
     for entry in range(2):
         expected[..., entry * 4 : entry * 4 + 4] += weights[..., len(IDS) + entry, None] / 4
     assert torch.allclose(pattern, expected, atol=1e-6)
+
+
+def test_attention_frame_says_which_source_each_weight_came_from(tiny_deepseek_v4):
+    # transformers' own weights of every layer on the prompt, then 3 generated tokens.
+    seen = {}
+
+    def keeper(layer):
+        def keep(module, args, out) -> None:  # returns None: the output stays the module's
+            seen.setdefault(layer, out[1][0])
+
+        return keep
+
+    handles = [
+        block.attn.original_component.register_forward_hook(keeper(layer))
+        for layer, block in enumerate(tiny_deepseek_v4.blocks)
+    ]
+    trace = interp.trace(tiny_deepseek_v4, IDS, max_new_tokens=3, query_positions="all")
+    for handle in handles:
+        handle.remove()
+    frame = trace.attention
+    assert list(frame.columns) == ["prompt", "layer", "head", "kv_head", "query", "key",
+                                   "source", "weight"]  # fmt: skip
+    # Compressed rows only on the compressed layers (1 CSA rate 2, 2 HCA rate 4, 3 CSA).
+    assert sorted(frame.query("source == 'compressed'").layer.unique()) == [1, 2, 3]
+    # The sources add up to the token pattern, generated rows included.
+    keys = ["layer", "head", "query", "key"]
+    total = frame.groupby(keys).weight.sum()
+    pattern = trace.records[0].tensors["patterns"]
+    index = tuple(torch.as_tensor(total.index.get_level_values(k).to_numpy()) for k in keys)
+    assert torch.allclose(torch.tensor(total.to_numpy().copy()), pattern[index], atol=1e-6)
+    n = len(IDS)
+    for layer, rate in ((1, 2), (2, 4), (3, 2)):  # prompt rows against the module's weights
+        weights = seen[layer]  # [H, T, T sliding + T // rate compressed]
+        own = frame[(frame.layer == layer) & (frame["query"] < n)]
+        share = own[own.source == "compressed"].set_index(["head", "query", "key"]).weight
+        sliding = own[own.source == "sliding"].set_index(["head", "query", "key"]).weight
+        for h, q, k in [(0, 9, 1), (1, 7, 3), (3, 9, 8), (2, 4, 0)]:
+            entry = k // rate
+            expected = weights[h, q, n + entry] / rate if entry < n // rate else 0.0
+            assert share[(h, q, k)] == pytest.approx(float(expected), abs=1e-7)
+            assert sliding[(h, q, k)] == pytest.approx(float(weights[h, q, k]), abs=1e-6)
+    # A sliding layer's weights are all from its window.
+    assert (frame.query("layer == 0").source == "sliding").all()
+
+
+def test_saved_trace_keeps_sources_and_shared_experts(tiny_deepseek_v4, tmp_path):
+    # Shared experts are numbered from n_experts in the routing frame: a saved run holding
+    # them loads (it was refused as out of bounds).
+    trace = interp.trace(tiny_deepseek_v4, IDS, max_new_tokens=2, query_positions="all")
+    assert trace.routing.query("shared").expert.min() == trace.facts.n_experts
+    trace.save(tmp_path / "run")
+    loaded = interp.Trace.load(tmp_path / "run")
+    for name in ("attention", "routing"):
+        pd.testing.assert_frame_equal(getattr(loaded, name), getattr(trace, name))
 
 
 def test_journey_shows_each_stream_and_the_mixing_gain(tiny_deepseek_v4):

@@ -99,3 +99,55 @@ def test_zoo_models_formula_equals_the_real_cache(name):
     ids = torch.randint(3, 50, (7,), generator=torch.Generator().manual_seed(2))
     trace = interp.trace(model, ids, max_new_tokens=3)
     _check(trace)
+
+
+def test_facts_from_the_config_alone_hold_the_same_memory(tiny):
+    # ModelFacts.of_config (full-size configs, no bridge) lays out the trace's memory.
+    from interp.trace.facts import ModelFacts
+    from interp.trace.memory import layer_memory
+
+    name, model = tiny
+    facts = ModelFacts.of(model)
+    alone = ModelFacts.of_config(model.original_model.config, facts.dtype)
+    assert layer_memory(alone) == layer_memory(facts)
+    for field in ("n_key_value_heads", "d_head", "memory_shapes", "n_streams", "dtype"):
+        assert getattr(alone, field) == getattr(facts, field), field
+
+
+def test_own_cache_formula_equals_transformers_forward(tiny):
+    # Without the bridge (a fresh model: the bridge wraps the modules of the one it loaded),
+    # transformers' own forward: MLA caches its latent (mla_latent), which a trace (TL's MLA
+    # bridge: per-head K and V) does not.
+    from transformers import AutoModelForCausalLM
+
+    from interp.trace.facts import ModelFacts
+    from interp.trace.memory import layer_memory, registry
+
+    name, model = tiny
+    hf = AutoModelForCausalLM.from_config(model.original_model.config).eval()
+    facts = ModelFacts.of_config(hf.config, "float32")
+    for n in (1, 5, 9):
+        with torch.no_grad():
+            cache = hf(torch.arange(3, 3 + n)[None], use_cache=True).past_key_values
+        for layer, kind, sub in layer_memory(facts, own_cache=True):
+            measured = registry()[kind].measure(cache.layers[layer])
+            assert formula(facts, kind, n, sub)["bytes"] == measured, (name, layer, kind, n)
+    kinds = {kind for _, kind, _ in layer_memory(facts, own_cache=True)}
+    assert ("mla_latent" in kinds) == (name == "deepseek_v3")
+
+
+def test_mamba_state_is_float32_in_a_bfloat16_model(tmp_path):
+    # transformers' chunked scan computes the SSM state in float32 whatever the model's dtype;
+    # the conv window stays in the model's.
+    from conftest import nemotron_h_config
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(nemotron_h_config()).save_pretrained(tmp_path)
+    model = interp.load(str(tmp_path), dtype="bfloat16")
+    trace = interp.trace(model, torch.tensor([3, 17, 42, 8]), max_new_tokens=3)
+    assert trace.facts.dtype == "bfloat16"
+    _check(trace)
+    by_kind = trace.memory.groupby("kind").bytes.first()
+    assert by_kind["ssm_state"] == 4 * 8 * 8 * 4  # heads x d_head x state x float32
+    assert by_kind["conv_state"] == 4 * (4 * 8 + 2 * 2 * 8) * 2  # taps x channels x bf16

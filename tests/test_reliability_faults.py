@@ -107,6 +107,7 @@ def test_entry_damaged_in_place_is_rebuilt_and_serves_the_same_model(
     assert torch.equal(got, want)
 
 
+@pytest.mark.slow  # two whole `interp report` subprocesses per case
 @pytest.mark.parametrize(
     ("sig", "point"),
     [(signal.SIGKILL, "temporary written"), (signal.SIGTERM, "temporary written"),

@@ -1,8 +1,8 @@
 """`interp survey`: expert, head and layer statistics of a model over a whole corpus.
 
-Runs as one process or under `torchrun --nproc-per-node N` (ranks split the batches, rank 0
-writes). The output is a directory of parquet tables plus meta.json; `interp report --survey
-DIR` renders it.
+Runs as one process or under `torchrun --nproc-per-node N` (each rank reads its own
+documents, rank 0 writes). The output is a directory of parquet tables plus meta.json;
+`interp report --survey DIR` renders it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "experts are used, what its heads do and what its layers write. Without --data: the "
         "held-out corpus the zoo models were trained on.",
     )
-    parser.add_argument("--model", default="tiny-moe")
+    parser.add_argument("--model", default="tiny-moe",
+                        help="a zoo name or model directory; with --routing also a config.json "
+                        "(no weights are loaded)")  # fmt: skip
     parser.add_argument("--data", nargs="+", default=[], metavar="PATH",
                         help="text, .jsonl / .parquet (text, domain), datasets dir")  # fmt: skip
     parser.add_argument("--seq-len", type=int, default=256, help="window length (default 256)")
@@ -39,6 +41,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--features", nargs="+", default=[], metavar="DIR",
                         help="dictionaries (SAELens directories): also count each feature's "
                         "frequency and top contexts")  # fmt: skip
+    parser.add_argument("--routing", nargs="+", default=[], metavar="PATH",
+                        help="survey recorded routing instead of running the model: vLLM / "
+                        "SGLang .jsonl, .npz / .parquet shards, or their directories")  # fmt: skip
+    parser.add_argument("--export-routing", default=None, metavar="FILE",
+                        help="write the model's routing over the corpus (.jsonl, .npz, "
+                        ".parquet; vLLM's layout) instead of surveying")  # fmt: skip
     return parser
 
 
@@ -49,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     stats = None if args.stats is None else [s.strip() for s in args.stats.split(",") if s.strip()]
     if stats is not None and not stats:
         raise InterpError("--stats names no statistic")
+    if args.routing or args.export_routing:
+        return _routing(args, stats)
     out = args.out or f"reports/survey-{args.model.replace('/', '_')}"
     model = interp.load(args.model)
     result = interp.survey(
@@ -63,6 +73,39 @@ def run(args: argparse.Namespace) -> int:
     if "feature_summary" in result.tables:
         print_frame(result.feature_summary)
     print(out)
+    return 0
+
+
+def _routing(args: argparse.Namespace, stats) -> int:
+    """--routing: a survey of recorded routing; --export-routing: the model's routing."""
+    import interp
+    from interp.survey import export_routing, from_routing
+    from interp.survey.distributed import is_main
+
+    if args.routing and args.export_routing:
+        raise InterpError("--routing reads routing and --export-routing writes it: give one")
+    if args.export_routing:
+        model = interp.load(args.model)
+        path = export_routing(model, args.export_routing, args.data, seq_len=args.seq_len,
+                              batch_size=args.batch_size, tokens=args.tokens)  # fmt: skip
+        print(path)
+        return 0
+    given = [name for name, value in [("--data", args.data), ("--features", args.features),
+             ("--tokens", args.tokens), ("--stats", stats)] if value]  # fmt: skip
+    if given:
+        raise InterpError(f"{given[0]} does not apply to --routing (recorded routing is "
+                          "counted whole, experts only)")  # fmt: skip
+    name = args.model.replace("/", "_").removesuffix(".json")
+    out = args.out or f"reports/survey-routing-{name}"
+    words = ["interp", "survey", "--routing", *args.routing, "--model", args.model, "--out", out,
+             "--batch-size", str(args.batch_size), "--seed", str(args.seed)]  # fmt: skip
+    result = from_routing(args.routing, args.model, batch_size=args.batch_size, seed=args.seed,
+                          out=out, command=shlex.join(words),
+                          progress=not args.no_progress)  # fmt: skip
+    if is_main():
+        print_frame(result.expert_layers[["layer", "tokens", "max_vio", "dead"]])
+        print(f"absent: {result.meta['absent']}")
+        print(out)
     return 0
 
 

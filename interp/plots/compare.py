@@ -50,15 +50,22 @@ def token_probs(tokens: pd.DataFrame, labels: list[str]) -> Figure:
     return fig
 
 
+WRITES = {"attn_out": ("-", "attention"), "mlp_out": ("--", "MLP"), "mamba_out": (":", "Mamba2")}
+
+
 def by_layer(per_layer: pd.DataFrame, labels: list[str]) -> Figure:
-    """Left: median |x| after each layer; right: median attention and MLP write sizes.
-    `per_layer` columns: prompt, layer, resid_post, attn_out, mlp_out."""
+    """Left: median |x| after each layer; right: median attention, MLP (and Mamba2) write
+    sizes. `per_layer` columns: prompt, layer, resid_post, attn_out, mlp_out[, mamba_out]; NaN
+    where a layer has no such sub-block (hybrids): those layers are skipped, marked points."""
     fig, (left, right) = figure(1, 2, figsize=(10, 3.4))
     for p, label in enumerate(labels):
         rows = per_layer[per_layer["prompt"] == p]
         left.plot(rows["layer"], rows["resid_post"], c=colour(p), label=label)
-        right.plot(rows["layer"], rows["attn_out"], c=colour(p), label=f"{label} attention")
-        right.plot(rows["layer"], rows["mlp_out"], "--", c=colour(p), label=f"{label} MLP")
+        for column, (style, name) in WRITES.items():
+            kept = rows.dropna(subset=[column]) if column in rows else rows.iloc[:0]
+            if len(kept):
+                right.plot(kept["layer"], kept[column], style, c=colour(p), marker=".",
+                           label=f"{label} {name}")  # fmt: skip
     left.set(xlabel="layer", ylabel="median |x| after the layer", title="residual stream norm")
     right.set(xlabel="layer", ylabel="median |write|", title="what each layer adds")
     for ax in (left, right):

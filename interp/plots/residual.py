@@ -15,7 +15,8 @@ from interp.plots import figure
 
 def norms_plot(deltas: pd.DataFrame) -> Figure:
     """From `deltas`: |x_l| by layer (sink apart, it is orders of magnitude off in some layers)
-    and the attention / MLP writes relative to |x_l| (median over the other positions)."""
+    and the attention / MLP (/ Mamba2) writes relative to |x_l| (median over the other
+    positions)."""
     rest, sink = deltas[~deltas["is_sink"]], deltas[deltas["is_sink"]]
     fig, (left, right) = figure(1, 2, figsize=(11, 4))
     if not rest.empty:
@@ -24,7 +25,9 @@ def norms_plot(deltas: pd.DataFrame) -> Figure:
         left.plot(median.index, median, marker="o", label="median, other positions")
         left.fill_between(median.index, by_layer["resid_norm"].min(),
                           by_layer["resid_norm"].max(), alpha=0.2)  # fmt: skip
-        for column, label in [("attn_rel", "attention write"), ("mlp_rel", "MLP write")]:
+        writes = [("attn_rel", "attention write"), ("mlp_rel", "MLP write")]
+        writes += [("mamba_rel", "Mamba2 write")] if "mamba_rel" in rest else []
+        for column, label in writes:
             values = by_layer[column].median()
             right.plot(values.index, values, marker="o", label=label)
     left.plot(sink["layer"], sink["resid_norm"], marker="s", ls="--", label="position 0 (sink)")

@@ -14,6 +14,7 @@ from interp.report.views.embed import add_view
 from interp.text import show_token
 
 STAGES = ["resid_post", "attn_out", "mlp_out"]
+HYBRID_STAGES = ["mamba_out"]  # present only where some layer writes so (interp.trace.kinds)
 
 
 def journey_section(inputs: ReportInputs) -> Section:
@@ -59,29 +60,38 @@ def journey_section(inputs: ReportInputs) -> Section:
     return section
 
 
+def stages_of(residual: pd.DataFrame) -> list[str]:
+    """The stages the residual section shows: STAGES, and a hybrid's mamba_out."""
+    present = set(residual["stage"].unique())
+    return STAGES + [stage for stage in HYBRID_STAGES if stage in present]
+
+
 def per_layer_norms(residual: pd.DataFrame) -> pd.DataFrame:
     """Median norm per prompt, layer and stage over positions 1.. (position 0 is left out:
-    it is the attention sink, whose norm is an outlier that would dominate the scale)."""
-    rest = residual[(residual["pos"] > 0) & residual["stage"].isin(STAGES)]
+    it is the attention sink, whose norm is an outlier that would dominate the scale). In a
+    hybrid a layer writes through one sub-block only: its other stages are NaN."""
+    stages = stages_of(residual)
+    rest = residual[(residual["pos"] > 0) & residual["stage"].isin(stages)]
     medians = rest.groupby(["prompt", "layer", "stage"])["norm"].median()
-    return medians.unstack("stage").reset_index()[["prompt", "layer", *STAGES]]
+    wide = medians.unstack("stage").reset_index()
+    return wide.reindex(columns=["prompt", "layer", *stages])
 
 
 def residual_section(inputs: ReportInputs) -> Section:
     section = Section(
         "residual",
         "The residual stream",
-        "Nothing in a transformer replaces the stream: every attention layer and MLP adds a "
-        "write to it. Left, the size (L2 norm) of the stream after each layer; right, the size "
-        "of each write. Medians over positions, leaving out position 0, the attention sink, "
-        "whose norm is an outlier. Per prompt: each write's size relative to the stream it "
-        "lands in, cos(x_l, x_l+1) (1: the layer did not turn the stream) and the growth "
-        "|x_l+1| / |x_l|. The logit lens reads the stream after each layer through the final "
-        "norm and unembedding, as if that layer were the last: the grid shades each layer and "
-        "position by the lens's top-1 probability (hover a cell for its top 5; a report "
-        "rebuilt from a saved trace shows the probability of the final prediction instead), "
-        "and the decision depth is the first layer from which its top guess is the final one and "
-        "stays so.",
+        "Nothing in a transformer replaces the stream: every attention layer and MLP (and a "
+        "hybrid's Mamba2 layer, mamba_out) adds a write to it. Left, the size (L2 norm) of the "
+        "stream after each layer; right, the size of each write. Medians over positions, leaving "
+        "out position 0, the attention sink, whose norm is an outlier. Per prompt: each write's "
+        "size relative to the stream it lands in, cos(x_l, x_l+1) (1: the layer did not turn the "
+        "stream) and the growth |x_l+1| / |x_l|. The logit lens reads the stream after each layer"
+        " through the final norm and unembedding, as if that layer were the last: the grid shades"
+        " each layer and position by the lens's top-1 probability (hover a cell for its top 5; a "
+        "report rebuilt from a saved trace shows the probability of the final prediction "
+        "instead), and the decision depth is the first layer from which its top guess is the "
+        "final one and stays so.",
         panes=[Pane(label) for label in inputs.labels],
     )
     residual = inputs.frame("residual")
@@ -90,7 +100,7 @@ def residual_section(inputs: ReportInputs) -> Section:
         return section
     norms = per_layer_norms(residual)
     section.images.append(image(figures.by_layer(norms, inputs.labels), "norms by layer"))
-    wide = norms.pivot(index="layer", columns="prompt", values=STAGES)
+    wide = norms.pivot(index="layer", columns="prompt", values=stages_of(residual))
     wide.columns = [f"{inputs.labels[p]} {_short(stage)}" for stage, p in wide.columns]
     section.tables.append(table(wide.reset_index(), "median norms by layer", collapsed=True))
     last = norms["layer"].max()
@@ -106,6 +116,11 @@ def residual_section(inputs: ReportInputs) -> Section:
         "layer of the largest attention write": [int(peak.get(p)) for p in prompts],
         "layer of the largest MLP write": [int(mlp_peak.get(p)) for p in prompts],
     }
+    if "mamba_out" in norms:
+        mamba = norms.loc[norms.groupby("prompt")["mamba_out"].idxmax()].set_index("prompt")
+        section.measures["layer of the largest Mamba2 write"] = [
+            int(mamba["layer"].get(p)) for p in prompts
+        ]
     _deltas(inputs, section)
     _lens(inputs, section)
     return section
@@ -122,7 +137,8 @@ def _deltas(inputs: ReportInputs, section: Section) -> None:
     for p in range(len(inputs.prompts)):
         summary = delta_summary(frame[frame["prompt"] == p])
         wide = summary.pivot(index="layer", columns="metric", values="without_sink")
-        wide = wide[["attn_rel", "mlp_rel", "cos_next", "growth"]].reset_index()
+        writes = ["attn_rel", "mlp_rel"] + (["mamba_rel"] if "mamba_rel" in wide else [])
+        wide = wide[[*writes, "cos_next", "growth"]].reset_index()
         caption = "writes per layer, medians without the sink"
         section.panes[p].tables.append(table(wide, caption, collapsed=True))
         # Layer 0 always turns the stream most: it rewrites the bare token embedding.
@@ -137,7 +153,8 @@ def _deltas(inputs: ReportInputs, section: Section) -> None:
 
 
 def _short(stage: str) -> str:
-    return {"resid_post": "|x|", "attn_out": "|attn|", "mlp_out": "|MLP|"}[stage]
+    return {"resid_post": "|x|", "attn_out": "|attn|", "mlp_out": "|MLP|",
+            "mamba_out": "|Mamba|"}[stage]  # fmt: skip
 
 
 def _lens(inputs: ReportInputs, section: Section) -> None:

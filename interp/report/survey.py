@@ -53,6 +53,8 @@ def experts_section(survey: Survey) -> Section:
     if "experts" not in survey.tables:
         section.notes.append("Not surveyed (a dense model, or --stats without experts).")
         return section
+    if "absent" in survey.meta:  # a survey of recorded routing (interp.survey.from_routing)
+        section.notes.append(f"Counted from recorded routing; absent: {survey.meta['absent']}.")
     section.tables.append(table(survey.expert_layers, "balance per layer"))
     section.images.append(image(expert_plots.load_heatmap(survey.experts), "expert load"))
     layers = sorted(survey.experts["layer"].unique())
@@ -65,12 +67,15 @@ def experts_section(survey: Survey) -> Section:
         caption = "domain JS divergence (bits) and split-half noise"
         section.tables.append(table(survey.domain_divergence, caption))
     tokens = survey.expert_tokens
-    if tokens.empty:
+    if tokens.empty:  # a survey saved before the summaries, above its size limit
         section.notes.append("Top tokens per expert left out: the model's [layer, expert, "
-                             "vocab] counts exceed the survey's size limit.")  # fmt: skip
+                             "vocab] counts exceeded the survey's size limit.")  # fmt: skip
     else:
-        tokens = tokens[tokens["rank"] < 3][["layer", "expert", "rank", "token", "count", "share"]]
-        section.tables.append(table(tokens, "top tokens per expert", collapsed=True))
+        # Counts from bounded summaries: each true count lies in [count, count + error].
+        columns = ["layer", "expert", "rank", "token", "count", "error", "share"]
+        tokens = tokens[tokens["rank"] < 3][[c for c in columns if c in tokens]]
+        caption = "top tokens per expert (true count within [count, count + error])"
+        section.tables.append(table(tokens, caption, collapsed=True))
     return section
 
 

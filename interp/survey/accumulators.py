@@ -21,6 +21,9 @@ class Accumulators:
         # Groups of tensors whose merge is not addition (a bounded top-N): names -> the
         # function that merges a list of such states (one per rank) into one.
         self.merged_by: list[tuple[list[str], Callable[[list[dict]], dict]]] = []
+        # Statistics that stage work outside the tensors (a buffer of pairs to fold) and
+        # finish it when called: before the state is read, saved or merged.
+        self.flushes: list[Callable[[], None]] = []
 
     def counts(self, name: str, *shape: int) -> torch.Tensor:
         return self._new(name, shape, torch.int64)
@@ -42,7 +45,12 @@ class Accumulators:
         self.merged_by.append((list(spec), merge))
         return made
 
+    def flush(self) -> None:
+        for flush in self.flushes:
+            flush()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
+        self.flush()
         return {name: t.cpu() for name, t in self.tensors.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -1,5 +1,6 @@
 """torch.distributed as it comes: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; gloo on the
-CPU, NCCL on GPUs. Ranks take every world_size-th batch and sum their accumulators."""
+CPU, NCCL on GPUs. Each rank surveys its own documents (`interp.survey.data`) and the ranks
+sum their accumulators."""
 
 from __future__ import annotations
 
@@ -18,15 +19,29 @@ class Ranks:
     world: int
     device: torch.device
 
-    def owns(self, batch_index: int) -> bool:
-        return batch_index % self.world == self.rank
+    def gather(self, value) -> list:
+        """A small picklable `value` from every rank, in rank order."""
+        if self.world == 1:
+            return [value]
+        values = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
+
+SOLO = Ranks(0, 1, torch.device("cpu"))  # one process: the corpus read whole
 
 
 def setup(model) -> Ranks:
-    """Join torchrun's process group (if launched by torchrun) and place the model."""
+    """Join torchrun's process group (if launched by torchrun) and place the model (None:
+    recorded routing, counted on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Ranks(0, 1, next(model.parameters()).device)
+        cpu = torch.device("cpu")
+        return Ranks(0, 1, cpu if model is None else next(model.parameters()).device)
+    if model is None:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+        return Ranks(dist.get_rank(), dist.get_world_size(), torch.device("cpu"))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
@@ -40,22 +55,24 @@ def setup(model) -> Ranks:
 
 def merge(acc: Accumulators, ranks: Ranks) -> None:
     """Sum every accumulator over the ranks (in place, on every rank); groups declared with
-    `Accumulators.merged` are gathered from every rank and merged by their own function."""
+    `Accumulators.merged` are merged by their own function, one rank's state at a time (each
+    broadcast in turn), so a rank holds two such states, not one per rank."""
     if ranks.world == 1:
         return
+    acc.flush()
     special = {name for names, _ in acc.merged_by for name in names}
     for name in sorted(acc.tensors):  # the same order on every rank
         if name not in special:
             dist.all_reduce(acc.tensors[name], op=dist.ReduceOp.SUM)
     for names, merge in acc.merged_by:
-        states = [{} for _ in range(ranks.world)]
-        for name in names:
-            parts = [torch.empty_like(acc.tensors[name]) for _ in range(ranks.world)]
-            dist.all_gather(parts, acc.tensors[name])
-            for state, part in zip(states, parts):
-                state[name] = part
-        for name, merged in merge(states).items():
-            acc.tensors[name].copy_(merged)
+        merged = None
+        for rank in range(ranks.world):
+            state = {name: acc.tensors[name].clone() for name in names}
+            for name in names:
+                dist.broadcast(state[name], src=rank)
+            merged = state if merged is None else merge([merged, state])
+        for name, tensor in merged.items():
+            acc.tensors[name].copy_(tensor)
 
 
 def barrier(ranks: Ranks) -> None:

@@ -12,7 +12,6 @@ rows are dropped before anything is counted.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,15 +20,11 @@ import torch
 from interp.analysis.experts import balance_metrics, js_divergence
 from interp.survey.accumulators import Accumulators, histogram
 from interp.survey.batch import Batch
+from interp.survey.top_tokens import TopTokens, top_tokens_frame
 from interp.trace.routers import Decision, capture_hook, routers
 from interp.vocab import prob_entropy
 
 ENTROPY_BINS = 32
-TOP_TOKENS = 10
-# The top tokens per expert come from exact (layer, expert, token) counts, a dense int64
-# [layer, expert, vocab] table: 0.4 GB on OLMoE-1B-7B, 15 GB on DeepSeek-V3, 30 GB on Kimi K2.
-# Above this size the table is left out (with a warning), and every other statistic kept.
-TOKEN_TABLE_MAX_BYTES = 1 << 30
 
 
 class ExpertStats:
@@ -47,14 +42,9 @@ class ExpertStats:
         self.reuse = acc.counts("locality_shared", L)  # experts a token shares with the next
         self.pairs = acc.counts("locality_pairs")
         self.domain = acc.counts("domain_count", D, 2, L, E)
-        self.tokens = self.seen = None
-        size = L * E * V * 8
-        if size <= TOKEN_TABLE_MAX_BYTES:
-            self.tokens = acc.counts("expert_token_count", L, E, V)
-            self.seen = acc.counts("token_seen", V)
-        else:
-            warnings.warn(f"expert_tokens left out: its [layer, expert, vocab] = [{L}, {E}, {V}] "
-                          f"counts would take {size / 2**30:.1f} GB", stacklevel=2)  # fmt: skip
+        # Top tokens per expert: bounded summaries, not a [layer, expert, vocab] table.
+        self.top_tokens = TopTokens(acc, L, E, V)
+        self.seen = acc.counts("token_seen", V)
         self.vio_sum = acc.sums("max_vio_batch_sum", L)
         self.vio_sq = acc.sums("max_vio_batch_sq", L)
         self.batches = acc.counts("batches")
@@ -77,8 +67,14 @@ class ExpertStats:
         # Per routed token: the (domain, half) cell it counts in.
         cell = (batch.domain * 2 + batch.half)[:, None].expand_as(batch.ids).flatten()
         self.cell = cell[self.rows]
-        if self.seen is not None:
-            self.seen += torch.bincount(self.ids, minlength=len(self.seen))
+        # Locality: each position's slot in a flat [position, expert] mark table, and the
+        # positions whose next one is a real token of the same window.
+        self.slot = torch.arange(batch.ids.numel(), device=batch.ids.device)[:, None]
+        self.slot = self.slot * self.n_experts
+        followed = torch.zeros_like(batch.valid)
+        followed[:, :-1] = batch.pairs
+        self.followed = followed.flatten().nonzero().squeeze(1)
+        self.seen += torch.bincount(self.ids, minlength=len(self.seen))
 
     def _store(self, i: int):
         def store(x: torch.Tensor, decision: Decision) -> None:
@@ -92,36 +88,46 @@ class ExpertStats:
         return store
 
     def _count(self, i: int, chosen: torch.Tensor) -> None:
-        # Index counts (bincount of flat ids), not one-hot products: a token adds k ids and
-        # k x k pairs instead of a one-hot [tokens, E] and its E x E products.
+        # Index counts (bincount of flat ids and pair ids), not one-hot products: a token adds
+        # k ids and its pairs instead of a one-hot [tokens, E] and its E x E products. A
+        # fresh bincount added to the [E, E] counts beats adding in place (index_add_):
+        # its scattered writes stay in cache.
         E = self.n_experts
         chosen = chosen.long()
         real = chosen[self.rows]  # [tokens, k], distinct experts per token
         load = torch.bincount(real.flatten(), minlength=E)
         self.selected[i] = (real, load)
         self.count[i] += load
-        # Every pair of the k chosen (the diagonal: the expert's own count).
-        self.coact[i] += _pairs(real, real, E)
+        # Each unordered pair of the k chosen once (j < l): the table adds the transpose
+        # and the diagonal (the expert's own count), `symmetric_coactivation`.
+        k = real.shape[1]
+        _add_pairs(self.coact[i], torch.cat([real[:, :-d] for d in range(1, k)], 1),
+                   torch.cat([real[:, d:] for d in range(1, k)], 1))  # fmt: skip
         if i > 0 and self.layers[i - 1] == self.layers[i] - 1:
-            self.transitions[i - 1] += _pairs(self.selected[i - 1][0], real, E)
-        per_pos = chosen.view(*self.batch.ids.shape, -1)
-        shared = (per_pos[:, 1:, :, None] == per_pos[:, :-1, None, :]).sum((-1, -2))
-        self.reuse[i] += (shared * self.batch.pairs).sum()
+            _add_pairs(self.transitions[i - 1], self.selected[i - 1][0][:, :, None], real[:, None])
+        # Experts a token shares with the next: mark every (position, expert) chosen, then
+        # look up (position + 1, expert) for each expert of a followed position.
+        mark = torch.zeros(len(self.slot) * E, dtype=torch.bool, device=chosen.device)
+        mark[(self.slot + chosen).flatten()] = True
+        after = (self.slot[self.followed] + E + chosen[self.followed]).flatten()
+        self.reuse[i] += mark[after].sum()
         cells = torch.bincount((self.cell[:, None] * E + real).flatten(),
                                minlength=self.domain.shape[0] * 2 * E)  # fmt: skip
         self.domain[:, :, i] += cells.view(-1, 2, E)
-        if self.tokens is None:
-            return
-        # (expert, token id) pairs, counted in one flat [E * vocab] histogram.
-        vocab = self.tokens.shape[-1]
-        pairs = (real * vocab + self.ids[:, None]).flatten()
-        self.tokens[i] += torch.bincount(pairs, minlength=vocab * self.n_experts).view(
-            self.n_experts, vocab
-        )
+        self.top_tokens.add(i, real, self.ids)
+
+    def count_recorded(self, batch: Batch, chosen: torch.Tensor) -> None:
+        """One batch of recorded routing, no model: chosen [batch * pos, MoE layers, k]."""
+        self.start(batch)
+        for i in range(chosen.shape[1]):
+            self._count(i, chosen[:, i])
+        self.finish(batch, None)
 
     def finish(self, batch: Batch, logits: torch.Tensor) -> None:
         self.pairs += batch.pairs.sum()
         self.batches += 1
+        # MaxVio of this batch: under torchrun a batch holds consecutive windows of one rank's
+        # own records, so the mean over batches differs from one process's (the totals don't).
         for i, (_, f) in self.selected.items():
             vio = self.n_experts * f.max() / f.sum() - 1.0
             self.vio_sum[i] += vio
@@ -132,10 +138,19 @@ class ExpertStats:
         return expert_tables(acc, self.layers, self.top_k, domains, tokenizer, self.edges)
 
 
-def _pairs(a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
-    """[n, n] counts of (a[t, j], b[t, l]) over tokens t and every j, l."""
-    flat = (a[:, :, None] * n + b[:, None, :]).flatten()
-    return torch.bincount(flat, minlength=n * n).view(n, n)
+def _add_pairs(target: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """target[n, n] += counts of the pairs (a, b), a and b broadcast together."""
+    n = target.shape[1]
+    target += torch.bincount((a * n + b).flatten(), minlength=n * n).view(n, n)
+
+
+def symmetric_coactivation(pairs: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """[L, E, E] tokens routed to both experts, from the unordered pairs counted once
+    (`coactivation`) and the experts' own counts (the diagonal)."""
+    full = pairs + pairs.transpose(0, 2, 1)
+    idx = np.arange(count.shape[1])
+    full[:, idx, idx] += count
+    return full
 
 
 def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd.DataFrame]:
@@ -160,12 +175,13 @@ def expert_tables(acc, layers, top_k, domains, tokenizer, edges) -> dict[str, pd
                                 "load": load, "prob": prob[i, e]})  # fmt: skip
     tables = {"expert_layers": pd.DataFrame(layer_rows), "experts": pd.DataFrame(expert_rows)}
     tables["routing_entropy"] = _hist_frame(acc["routing_entropy_hist"], layers, edges)
-    tables["coactivation"] = _coactivation(acc["coactivation"].numpy(), layers, routed)
+    coact = symmetric_coactivation(acc["coactivation"].numpy(), count)
+    tables["coactivation"] = _coactivation(coact, layers, routed)
     tables["transitions"] = _transitions(acc["transitions"].numpy(), layers)
     tables["domain_load"], tables["domain_divergence"] = _domains(
         acc["domain_count"].numpy(), layers, domains
     )
-    tables["expert_tokens"] = _top_tokens(acc, layers, tokenizer)
+    tables["expert_tokens"] = top_tokens_frame(acc, layers, tokenizer)
     return tables
 
 
@@ -229,25 +245,3 @@ def _domains(cells: np.ndarray, layers, domains) -> tuple[pd.DataFrame, pd.DataF
                               "js": js, "noise": max(noise(a, i), noise(b, i))})  # fmt: skip
     columns = ["layer", "domain", "other", "js", "noise"]
     return pd.DataFrame(loads), pd.DataFrame(pairs, columns=columns)
-
-
-def _top_tokens(acc, layers, tokenizer) -> pd.DataFrame:
-    """Per layer and expert, its TOP_TOKENS most frequent tokens: count (times routed there),
-    seen (the token's occurrences) and share = count / seen. Empty when the survey left the
-    counts out (`TOKEN_TABLE_MAX_BYTES`)."""
-    columns = ["layer", "expert", "rank", "token_id", "token", "count", "seen", "share"]
-    if "expert_token_count" not in acc:
-        return pd.DataFrame(columns=columns)
-    counts, seen = acc["expert_token_count"], acc["token_seen"]
-    rows = []
-    for i, layer in enumerate(layers):
-        top = counts[i].topk(min(TOP_TOKENS, counts.shape[-1]), dim=-1)
-        for e in range(counts.shape[1]):
-            for rank, (c, t) in enumerate(zip(top.values[e].tolist(), top.indices[e].tolist())):
-                if c == 0:
-                    break
-                text = tokenizer.decode([t]) if tokenizer is not None else str(t)
-                rows.append({"layer": layer, "expert": e, "rank": rank, "token_id": t,
-                             "token": text, "count": c, "seen": int(seen[t]),
-                             "share": c / int(seen[t])})  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)

@@ -47,8 +47,9 @@ def survey(
     `data`: files (text, .jsonl, .parquet, a `datasets` directory); none = the held-out corpus
     the zoo models were trained on. `stats`: any of experts / heads / layers (default: all the
     model can give). With `out`, the survey is saved there, checkpointed every
-    `checkpoint_every` batches, and the same call after a crash resumes. Under torchrun, ranks
-    split the batches and rank 0 writes. `features`: dictionaries (or their paths) whose
+    `checkpoint_every` batches, and the same call after a crash resumes. Under torchrun, each
+    rank reads and tokenizes only its own documents (`interp.survey.data`), the ranks' sums
+    are merged and rank 0 writes. `features`: dictionaries (or their paths) whose
     feature frequencies and top contexts are counted too (`interp.survey.features`).
     """
     hook_names = dict.fromkeys(model.hook_dict)
@@ -61,10 +62,10 @@ def survey(
     if out is not None:
         check_writable(out)
     paths = [data] if isinstance(data, str | Path) else list(data)
-    corpus = data_mod.Corpus(paths)
+    ranks = distributed.setup(model)
+    corpus = data_mod.Corpus(paths, ranks)
     bos = data_mod.bos_token(model)
     data_mod.check_long_enough(corpus, model.tokenizer, seq_len, bos)
-    ranks = distributed.setup(model)
     acc = Accumulators(ranks.device)
     parts = [STATS[name](model, acc, corpus.domains, facts) for name in stats]
     dictionaries = _dictionaries(model, hook_names, features)
@@ -83,13 +84,17 @@ def survey(
         if start and ranks.rank == 0:
             print(f"interp: resuming {out} from batch {start}", file=sys.stderr)
     windows = data_mod.windows(corpus, model.tokenizer, seq_len, bos, tokens)
-    bar = _bar(progress and ranks.rank == 0, tokens)
-    counted = n_windows = n_batches = 0
+    share = None if tokens is None else tokens / ranks.world  # rank 0's part, about
+    bar = _bar(progress and ranks.rank == 0, share)
+    counted = n_windows = n_batches = n_documents = 0
+    last = None
     with torch.no_grad(), model.hooks(fwd_hooks=hooks), _attached(module_hooks):
         for index, chunk in enumerate(data_mod.batches(windows, batch_size)):
             n_windows, n_batches = n_windows + len(chunk), index + 1
             counted += sum(len(w.ids) for w in chunk)
-            if index < start or not ranks.owns(index):
+            for w in chunk:  # a document's windows come one after another
+                n_documents, last = n_documents + (w.document != last), w.document
+            if index < start:
                 continue
             batch = collate(chunk, corpus.domains, seed, ranks.device)
             for part in parts:
@@ -97,18 +102,22 @@ def survey(
             logits = model(batch.ids, return_type="logits")
             for part in parts:
                 part.finish(batch, logits)
-            if checkpoint is not None and (index // ranks.world + 1) % checkpoint_every == 0:
+            if checkpoint is not None and (index + 1) % checkpoint_every == 0:
                 checkpoint.save(acc, index + 1)
             if bar is not None:
-                bar.total = tokens or round(counted * corpus.chars / chunk[-1].chars_done)
+                bar.total = share or round(counted * corpus.chars / chunk[-1].chars_done)
                 bar.update(counted - bar.n)
     if bar is not None:
         bar.close()
     distributed.merge(acc, ranks)
     result = _tables(parts, acc, corpus, model.tokenizer)
+    # Each rank counted its own windows; "documents" (tokenized, per rank) shows the shards.
+    shards = ranks.gather((counted, n_windows, n_batches, n_documents))
+    counted, n_windows, n_batches = (sum(s[i] for s in shards) for i in range(3))
     result.meta = {"survey": 1, **settings, "tokens": counted, "token_cap": tokens,
                    "windows": n_windows, "batches": n_batches, "domains": corpus.domains,
-                   "world_size": ranks.world, "lens_every": LENS_EVERY, "cfg": facts,
+                   "documents": [s[3] for s in shards], "world_size": ranks.world,
+                   "lens_every": LENS_EVERY, "cfg": facts,
                    "command": command or shlex.join(sys.argv)}  # fmt: skip
     if out is not None and ranks.rank == 0:
         result.save(out)

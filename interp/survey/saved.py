@@ -15,7 +15,8 @@ from interp.trace.saved import CFG
 META = {"survey": int, "model": str, "data": str, "stats": [str], "seq_len": int, "tokens": int,
         "windows": int, "domains": [str], "world_size": int, "cfg": dict}  # fmt: skip
 META_OPTIONAL = {"batch_size": int, "seed": int, "token_cap": (int, type(None)), "batches": int,
-                 "lens_every": (int, type(None)), "command": (str, type(None))}  # fmt: skip
+                 "lens_every": (int, type(None)), "command": (str, type(None)),
+                 "documents": [int]}  # fmt: skip
 HEAD_SCORES = ("previous_token", "induction", "duplicate_token", "sink", "entropy")
 
 # Tables in groups: when a group's first table is there, the report reads all of them.
@@ -36,6 +37,8 @@ TABLES = {
         "loss": {"domain": "str", "tokens": "int", "loss": "float"},
     },
 }  # fmt: skip
+# Columns checked where present (a survey saved before the top-token summaries lacks them).
+OPTIONAL_COLUMNS = {"expert_tokens": {"error": "int"}}
 
 
 def read_survey_meta(directory: Path) -> dict:
@@ -74,5 +77,8 @@ def read_survey_tables(directory: Path, meta: dict) -> dict[str, pd.DataFrame]:
             if tables[name].empty:
                 continue
             below = {c: b for c, b in bounds.items() if c in columns}
-            validate.table(tables[name], path, columns, below)
+            optional = OPTIONAL_COLUMNS.get(name, {})
+            present = {c: kind for c, kind in optional.items() if c in tables[name].columns}
+            below.update(dict.fromkeys(present, 2**62))  # an error bound is never negative
+            validate.table(tables[name], path, {**columns, **present}, below)
     return tables

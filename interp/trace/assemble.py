@@ -52,6 +52,8 @@ def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict
             out["query_rows"] = cut(cap.query_rows, slice(None), slice(None), slice(keys))
         if cap.patterns:
             out["patterns"] = cut(cap.patterns, slice(None), slice(n), slice(keys))
+        if cap.compressed:  # DeepSeek-V4 (interp.trace.v4_attention)
+            out["compressed_patterns"] = cut(cap.compressed, slice(None), slice(n), slice(keys))
     for name in ROUTER_TENSORS:
         if getattr(cap, name):
             out[name] = cut(getattr(cap, name), slice(n))
@@ -76,12 +78,13 @@ def concat_steps(parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, 
     if "key_mass" in first:
         out["key_mass"] = sum(_pad_keys(p["key_mass"], total) for p in parts)
         out["query_rows"] = torch.cat([_pad_keys(p["query_rows"], total) for p in parts], dim=2)
-    if "patterns" in first:
-        n0 = first["patterns"].shape[-1]
-        full = _pad_keys(first["patterns"], total)
-        rows = [_pad_keys(p["patterns"], total) for p in parts[1:]]
-        out["patterns"] = torch.cat([full] + rows, dim=2)
-        assert out["patterns"].shape[2] == total and n0 + len(rows) == total
+    for name in ("patterns", "compressed_patterns"):
+        if name in first:
+            n0 = first[name].shape[-1]
+            full = _pad_keys(first[name], total)
+            rows = [_pad_keys(p[name], total) for p in parts[1:]]
+            out[name] = torch.cat([full] + rows, dim=2)
+            assert out[name].shape[2] == total and n0 + len(rows) == total
     return out
 
 

@@ -13,7 +13,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from interp.models.devices import model_dtype
-from interp.trace.kinds import hf_config, layer_kinds, memory_shapes
+from interp.trace.kinds import (
+    config_layer_kinds,
+    config_memory_shapes,
+    hf_config,
+    layer_kinds,
+    memory_shapes,
+)
 from interp.trace.routers import routers
 
 
@@ -90,3 +96,19 @@ class ModelFacts:
                 renormalise_top_k=first.renormalise, n_shared=first.n_shared,
             )  # fmt: skip
         return cls(**facts)
+
+    @classmethod
+    def of_config(cls, config, dtype: str = "bfloat16") -> ModelFacts:
+        """The facts the memory formulas read, from a Hugging Face config alone (no weights,
+        no bridge: full-size models). No routers are read, so feed-forward sub-blocks are
+        "mlp" except where the config names them (Nemotron-H, DeepSeek-V4); none keeps memory."""
+        c = config.get_text_config()
+        n, heads = c.num_hidden_layers, c.num_attention_heads
+        return cls(
+            n_layers=n, n_heads=heads,
+            n_key_value_heads=getattr(c, "num_key_value_heads", None) or heads,
+            d_model=c.hidden_size, d_head=getattr(c, "head_dim", None) or c.hidden_size // heads,
+            d_vocab=c.vocab_size, n_ctx=c.max_position_embeddings, dtype=dtype,
+            layer_kinds=config_layer_kinds(c, n, []), memory_shapes=config_memory_shapes(c),
+            n_streams=int(getattr(c, "hc_mult", None) or 1),
+        )  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 from interp.errors import InterpError
 from interp.features.frames import feature_error_frame, features_frame
 from interp.text import token_texts
-from interp.trace import streams
+from interp.trace import streams, v4_attention
 from interp.trace.hooks import stage_of
 from interp.trace.routers import softmax_topk
 from interp.vocab import long_frame
@@ -158,15 +158,20 @@ def attention_frame(trace) -> pd.DataFrame:
     cells = sum(
         len(r.ids) * (len(r.ids) + 1) // 2 for r in trace.records if "patterns" in r.tensors
     )
-    check_fits(cells * f.n_layers * f.n_heads * ROW_BYTES,
+    split = any("compressed_patterns" in r.tensors for r in trace.records)  # rows by source
+    check_fits(cells * f.n_layers * f.n_heads * ROW_BYTES * (2 if split else 1),
                "trace.attention (read trace.tensor('patterns') instead)")  # fmt: skip
 
-    def rows(r):
-        if "patterns" not in r.tensors:
+    def rows(r, name="patterns"):
+        if name not in r.tensors:
             return None
-        return r.tensors["patterns"], range(r.tensors["patterns"].shape[2])
+        return r.tensors[name], range(r.tensors[name].shape[2])
 
-    return _rows_frame(trace, rows)
+    frame = _rows_frame(trace, rows)
+    if split:  # DeepSeek-V4 (interp.trace.v4_attention)
+        compressed = _rows_frame(trace, lambda r: rows(r, "compressed_patterns"))
+        return v4_attention.with_source(frame, compressed, f.layer_kinds)
+    return frame
 
 
 def query_attention_frame(trace) -> pd.DataFrame:

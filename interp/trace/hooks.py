@@ -62,6 +62,7 @@ class Capture:
         self.z = LayerStack(n_layers)  # [layer B T H d_head]
         # Attention per layer; a hybrid's layers without attention stay zero.
         self.patterns = LayerStack(n_layers, hybrid)  # [layer B H T T]
+        self.compressed = LayerStack(n_layers)  # DeepSeek-V4: the compressed entries' share
         self.key_mass = LayerStack(n_layers, hybrid)  # [layer B H T]
         self.query_entropy = LayerStack(n_layers, hybrid)
         self.top_weights = LayerStack(n_layers, hybrid)  # [layer B H T 3]

@@ -58,8 +58,11 @@ def hf_config(model):
 
 def layer_kinds(model, routed) -> list[tuple[str, ...]]:
     """Per layer, its sub-blocks; `routed` holds the layers whose MLP is routed (MoE)."""
-    n = model.cfg.n_layers
-    config = hf_config(model)
+    return config_layer_kinds(hf_config(model), model.cfg.n_layers, routed)
+
+
+def config_layer_kinds(config, n: int, routed) -> list[tuple[str, ...]]:
+    """`layer_kinds` from a Hugging Face config alone (None: n full-attention layers)."""
     if getattr(config, "model_type", None) == "nemotron_h":
         return [(_NEMOTRON_H.get(t, t),) for t in config.layers_block_type]
     # As transformers' cache reads it (cache_utils.get_layer_types_and_kwargs).
@@ -91,7 +94,10 @@ def unreadable(kinds: list[tuple[str, ...]], hook_names) -> dict[str, list[int]]
 
 def memory_shapes(model) -> dict:
     """The sizes the memory formulas need beyond the attention shape (interp.trace.memory)."""
-    config = hf_config(model)
+    return config_memory_shapes(hf_config(model))
+
+
+def config_memory_shapes(config) -> dict:
     if config is None:
         return {}
     out = {}
@@ -99,6 +105,8 @@ def memory_shapes(model) -> dict:
     if getattr(config, "qk_nope_head_dim", None) is not None:
         out["k_head_dim"] = int(config.qk_nope_head_dim + config.qk_rope_head_dim)
         out["v_head_dim"] = int(config.v_head_dim)
+        # transformers' own MLA forward caches the latent instead (interp.trace.memory)
+        out["mla_latent"] = int(config.kv_lora_rank + config.qk_rope_head_dim)
     if getattr(config, "sliding_window", None):
         out["sliding_window"] = int(config.sliding_window)
     if getattr(config, "model_type", None) == "deepseek_v4":  # interp.trace.v4_memory

@@ -6,7 +6,12 @@ memory kind has a formula and a reader of the real cache object (`KINDS`):
   kv          full attention: K and V, one entry per token: entries = n (each of KV heads x
               (key + value width): 2 x d_head, or MLA's own widths)
   sliding_kv  sliding attention: transformers keeps the last sliding_window - 1 tokens
-  ssm_state   a Mamba2 layer's recurrent state: one entry, heads x d_head x state size
+  mla_latent  DeepSeek-V3's attention as transformers' own forward caches it: one latent of
+              kv_lora_rank + qk_rope_head_dim per token, shared by the heads. A trace runs TL's
+              MLA bridge, which caches per-head K and V instead (`kv`, MLA's widths), so only
+              `layer_memory(facts, own_cache=True)` asks for it (experiments/memory_palace.py)
+  ssm_state   a Mamba2 layer's recurrent state: one entry, heads x d_head x state size, in
+              float32 whatever the model's dtype (transformers' chunked scan computes it so)
   conv_state  a Mamba2 layer's causal-conv window: conv_kernel entries of conv_dim channels
 
 bytes = entries x bytes per entry, in the model's dtype, for one sequence. `positions` is how
@@ -71,7 +76,11 @@ def _window(facts: ModelFacts, n: int) -> int:
 
 def _ssm_entry(facts: ModelFacts) -> int:
     m = facts.memory_shapes
-    return m["mamba_heads"] * m["mamba_d_head"] * m["ssm_state_size"] * facts.dtype_bytes
+    return m["mamba_heads"] * m["mamba_d_head"] * m["ssm_state_size"] * 4  # float32
+
+
+def _latent_entry(facts: ModelFacts) -> int:
+    return facts.memory_shapes["mla_latent"] * facts.dtype_bytes
 
 
 def _conv_entry(facts: ModelFacts) -> int:
@@ -85,6 +94,7 @@ KINDS: dict[str, MemoryKind] = {
         lambda f, n: n, lambda f, n: n, _kv_entry, _kv_measured, grows_with_heads=True
     ),
     "sliding_kv": MemoryKind(_window, _window, _kv_entry, _kv_measured, grows_with_heads=True),
+    "mla_latent": MemoryKind(lambda f, n: n, lambda f, n: n, _latent_entry, _kv_measured),
     "ssm_state": MemoryKind(
         lambda f, n: 1, lambda f, n: n, _ssm_entry, _states_measured("recurrent_states")
     ),
@@ -119,9 +129,12 @@ def _held_by(facts: ModelFacts) -> dict[str, tuple[str, ...]]:
     return HELD_BY
 
 
-def layer_memory(facts: ModelFacts) -> list[tuple[int, str, str]]:
-    """(layer, memory kind, the sub-block holding it) for every memory the model keeps."""
+def layer_memory(facts: ModelFacts, own_cache: bool = False) -> list[tuple[int, str, str]]:
+    """(layer, memory kind, the sub-block holding it) for every memory the model keeps;
+    `own_cache`: as transformers' own forward keeps it, where that differs from a trace's."""
     held_by = _held_by(facts)
+    if own_cache and "mla_latent" in facts.memory_shapes:
+        held_by = {**held_by, "attention": ("mla_latent",)}
     return [
         (layer, kind, sub)
         for layer, subs in enumerate(facts.layer_kinds)

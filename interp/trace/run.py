@@ -242,7 +242,7 @@ class _Runner:
             handles += v4_attention.attention_handles(
                 self.model, self.facts, lambda layer: hooks.attention_hook(
                     captured, layer, self.keep_full, rows, lengths
-                ), lambda: captured.n_keys,
+                ), lambda: captured.n_keys, captured.compressed.put if self.keep_full else None,
             )  # fmt: skip
         handles += hooks.pattern_hooks(captured)
         try:

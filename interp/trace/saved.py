@@ -100,7 +100,9 @@ def _check_frames(directory: Path, frames: dict[str, pd.DataFrame], meta: dict) 
     longest = int(lengths.max())
     bounds = {"prompt": n_prompts, "pos": longest, "query": longest, "key": longest,
               "layer": cfg["n_layers"] + 1, "head": cfg["n_heads"],
-              "kv_head": cfg["n_key_value_heads"], "expert": max(cfg.get("n_experts", 0), 1),
+              "kv_head": cfg["n_key_value_heads"],
+              # routing numbers shared experts on from n_experts (interp.trace.frames)
+              "expert": max(cfg.get("n_experts", 0) + cfg.get("n_shared", 0), 1),
               "token_id": cfg["d_vocab"], "target_id": cfg["d_vocab"]}  # fmt: skip
     for name, frame in frames.items():
         present = {c: b for c, b in bounds.items() if c in frame.columns}

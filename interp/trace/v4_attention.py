@@ -10,31 +10,46 @@ learned sink is dropped, so a row sums to 1 minus the sink's share.
 
 The convention that maps them onto token positions (the pattern interp keeps, [B H Tq Tk]):
 a sliding key's weight goes to its own token; a compressed entry's weight is shared evenly by
-the rate tokens of its span. The bridge has no hook_pattern for V4, so the weights are read
-from a forward hook on transformers' attention module (eager).
+the rate tokens of its span. With full patterns the trace also keeps the compressed entries'
+share (`compressed_patterns`), so the attention frame gives each weight's `source`: sliding
+(the window's keys) or compressed (the entries' share); a token can get both. The bridge has
+no hook_pattern for V4, so the weights are read from a forward hook on transformers'
+attention module (eager).
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
+
+COMPRESSED = ("compressed_sparse_attention", "heavily_compressed_attention")
+
+
+def by_source(weights: torch.Tensor, n_compressed: int, rate: int, n_keys: int):
+    """(sliding, compressed) token patterns [B H Tq n_keys] from V4's weights [B H Tq sliding
+    + compressed]: the window keys' weights, and the compressed entries' shared over spans."""
+    weights = weights.detach().float()
+    n_sliding = weights.shape[-1] - n_compressed
+    sliding = weights.new_zeros(*weights.shape[:-1], n_keys)
+    sliding[..., n_keys - n_sliding :] = weights[..., :n_sliding]
+    compressed = torch.zeros_like(sliding)
+    if n_compressed:
+        spans = weights[..., n_sliding:].repeat_interleave(rate, dim=-1) / rate
+        compressed[..., : n_compressed * rate] = spans
+    return sliding, compressed
 
 
 def to_tokens(weights: torch.Tensor, n_compressed: int, rate: int, n_keys: int) -> torch.Tensor:
     """[B H Tq n_keys] token pattern from V4's weights [B H Tq sliding + compressed]."""
-    weights = weights.detach().float()
-    n_sliding = weights.shape[-1] - n_compressed
-    out = weights.new_zeros(*weights.shape[:-1], n_keys)
-    out[..., n_keys - n_sliding :] = weights[..., :n_sliding]
-    if n_compressed:
-        spans = weights[..., n_sliding:].repeat_interleave(rate, dim=-1) / rate
-        out[..., : n_compressed * rate] += spans
-    return out
+    sliding, compressed = by_source(weights, n_compressed, rate, n_keys)
+    return sliding + compressed
 
 
-def attention_handles(model, facts, make_hook, n_keys) -> list:
+def attention_handles(model, facts, make_hook, n_keys, keep_compressed=None) -> list:
     """Forward hooks on each layer's transformers attention module; `make_hook(layer)` is the
     trace's pattern hook (interp.trace.hooks) fed with the token pattern; `n_keys()`: keys so
-    far in a KV-cache step, None in a forward over the prompt."""
+    far in a KV-cache step, None in a forward over the prompt; `keep_compressed(layer,
+    pattern)`, when given, is fed the compressed entries' share of it."""
     rates = facts.memory_shapes.get("compress_rates", {})
     handles = []
     for layer, kinds in enumerate(facts.layer_kinds):
@@ -43,15 +58,31 @@ def attention_handles(model, facts, make_hook, n_keys) -> list:
         rate = rates.get(kinds[0], 1)
         hook = make_hook(layer)
 
-        def forward_hook(mod, args, output, hook=hook, rate=rate) -> None:
+        def forward_hook(mod, args, output, hook=hook, rate=rate, layer=layer) -> None:
             weights = output[1]
             total = n_keys() or weights.shape[-2]
             compressor = getattr(mod, "compressor", None)
             n_compressed = 0 if compressor is None else _compressed_len(weights, total, rate)
-            hook(to_tokens(weights, n_compressed, rate, total), None)
+            sliding, compressed = by_source(weights, n_compressed, rate, total)
+            hook(sliding + compressed, None)
+            if keep_compressed is not None:
+                keep_compressed(layer, compressed)
 
         handles.append(module.register_forward_hook(forward_hook))
     return handles
+
+
+def with_source(frame: pd.DataFrame, compressed: pd.DataFrame, kinds) -> pd.DataFrame:
+    """The attention frame (its rows in the order of `compressed`, the same frame built from
+    `compressed_patterns`) with a `source` column: each weight split into the sliding window's
+    share (the rest, to float32 rounding) and, on compressed layers, the entries' share."""
+    sliding = frame.assign(source="sliding", weight=frame["weight"] - compressed["weight"])
+    layers = [layer for layer, subs in enumerate(kinds) if subs[0] in COMPRESSED]
+    entries = compressed[compressed["layer"].isin(layers)].assign(source="compressed")
+    columns = [*frame.columns[:-1], "source", "weight"]
+    both = pd.concat([sliding, entries], ignore_index=True)[columns]
+    return both.sort_values(["prompt", "layer", "head", "query", "key"], kind="stable",
+                            ignore_index=True)  # fmt: skip
 
 
 def _compressed_len(weights: torch.Tensor, total: int, rate: int) -> int:

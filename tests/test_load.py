@@ -172,3 +172,17 @@ def test_cli_models_lists_the_zoo():
     smol = rows["smollm2-135m"]
     assert (smol["layers"], smol["heads"], smol["kv_heads"], smol["vocab"]) == (30, 9, 3, 49152)
     assert 130e6 < smol["params"] < 140e6
+
+
+def test_a_second_load_is_an_independent_model(smollm):
+    """The second load reuses the verified cache; hooks and weight edits on one model never
+    reach the other."""
+    other = interp.load("smollm2-135m")
+    ids = torch.tensor([[1, 504, 3458, 282]])
+    want = smollm(ids)
+    assert torch.equal(other(ids), want)
+    with other.hooks(fwd_hooks=[("blocks.3.hook_resid_post", lambda t, hook: t * 0)]):
+        assert not torch.equal(other(ids), want)
+        assert torch.equal(smollm(ids), want)
+    other.original_model.lm_head.weight.data.zero_()  # tied: the embedding is zeroed too
+    assert torch.equal(smollm(ids), want) and other(ids).abs().max() == 0

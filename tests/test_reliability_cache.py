@@ -169,3 +169,19 @@ def test_unwritable_cache_only_costs_a_rehash(tmp_path, monkeypatch):
     source.write_bytes(b"abc")
     assert len(cache.file_hash(source)) == 32
     assert not cache.is_cached(source, "gguf")
+
+
+def test_a_verified_entry_is_trusted_until_one_of_its_files_changes(root, monkeypatch):
+    _, source = root
+    build, calls = _build(os.urandom(1 << 20))
+    entry = cache.get_or_build(source, "gguf", build)
+    checks = []
+    real = cache.damage
+    monkeypatch.setattr(cache, "damage", lambda *a, **k: checks.append(a) or real(*a, **k))
+    assert cache.get_or_build(source, "gguf", build) == entry and checks == []
+    weights = entry / "weights.bin"
+    stat = weights.stat()
+    weights.write_bytes(os.urandom(1 << 20))  # same size, mtime set back: only ctime moves
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cache.get_or_build(source, "gguf", build) == entry
+    assert len(checks) >= 1 and len(calls) == 2  # checked again, found damaged, rebuilt

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from interp import collector
 from interp.errors import InterpError
 from interp.models import cache
 from interp.models.config import read_config
@@ -35,12 +36,18 @@ def load(
     boot_transformers for their meaning).
     """
     from interp.models.devices import checkpoint_dtype, placement
-    from interp.models.hf import load_hub
 
     def place(config: dict | None = None):
         checkpoint = checkpoint_dtype(config) if config else None
         return placement(device, dtype, n_devices, device_map, max_memory, checkpoint)
 
+    with collector.paused():  # building a bridge makes 100k objects (interp.collector)
+        bridge = _load(name, place)
+    bridge.interp_name = name
+    return bridge
+
+
+def _load(name: str, place):
     if name in ZOO:
         bridge = _load_entry(ZOO[name], place)
     elif Path(name).is_dir():
@@ -54,9 +61,10 @@ def load(
         if close or any(entry.startswith(name) for entry in ZOO):
             guess = close[0] if close else next(e for e in ZOO if e.startswith(name))
             raise InterpError(f"unknown model {name!r}: did you mean {guess!r}? (interp models)")
+        from interp.models.hf import load_hub
+
         place()  # bad options are refused before any network wait
         bridge = load_hub(name, list(ZOO), place)
-    bridge.interp_name = name
     return bridge
 
 
@@ -92,6 +100,10 @@ def gguf_checkpoint(path: Path, reader: str = "auto") -> Path:
     (`reader="transformers"` forces it for llama too; it is cached apart)."""
     from interp.models import gguf
 
+    # A verified llama entry says what the file is: reading a GGUF's header (its whole
+    # vocabulary) costs a second or more, only worth paying before a conversion.
+    if reader == "auto" and (hit := cache.verified(path, "gguf")) is not None:
+        return hit
     arch = gguf.architecture(path)  # an architecture neither reads: one line, nothing cached
     if reader == "transformers" or arch != "llama":
 

@@ -55,9 +55,22 @@ def _sampled_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+# In-process memos: a source's hash by its stamp, and each entry found whole by the stat of
+# every file in it (ctime too, which no utime can set back); a load trusts them until a stat moves.
+_HASHES: dict[str, str] = {}
+_VERIFIED: dict[Path, tuple] = {}
+
+
 def file_hash(path: Path) -> str:
     stat = path.stat()
     stamp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if stamp in _HASHES:
+        return _HASHES[stamp]
+    _HASHES[stamp] = _file_hash(path, stamp)
+    return _HASHES[stamp]
+
+
+def _file_hash(path: Path, stamp: str) -> str:
     index_file = cache_root() / "hash-index.json"
     try:
         index = json.loads(index_file.read_text())
@@ -126,17 +139,42 @@ def damage(entry: Path, full: bool = False) -> str | None:
     return None
 
 
+def _stats(entry: Path) -> tuple:
+    return tuple(
+        (p.name, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+        for p in sorted(entry.iterdir())
+        for s in [p.stat()]
+    )
+
+
+def verified(source: Path, kind: str) -> Path | None:
+    """`source`'s cache entry of `kind` if it is there and matches its manifest, else None
+    (a damaged entry is left for `get_or_build` to rebuild). Checked once per process while
+    no file in it changes."""
+    target = entry_dir(source, kind)
+    try:
+        stats = _stats(target)
+    except OSError:
+        return None
+    if _VERIFIED.get(target) == stats:
+        return target
+    if (target / MANIFEST).exists() and damage(target) is None:
+        _VERIFIED[target] = stats
+        return target
+    return None
+
+
 def get_or_build(source: Path, kind: str, build: Callable[[Path], None]) -> Path:
     """The verified cache directory for `source`; `build(tmpdir)` fills it on a miss.
 
     Built in a temporary sibling (named with this process's id) and renamed into place, so an
     interrupted build never leaves a half-written entry, and a killed one is swept next time.
     """
+    if (hit := verified(source, kind)) is not None:
+        return hit
     target = entry_dir(source, kind)
     if (target / MANIFEST).exists():
         problem = damage(target)
-        if problem is None:
-            return target
         print(f"interp: rebuilding the cached conversion of {source.name}: {problem}",
               file=sys.stderr)  # fmt: skip
     try:
@@ -153,6 +191,7 @@ def get_or_build(source: Path, kind: str, build: Callable[[Path], None]) -> Path
         (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp, source), indent=1))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
+        _VERIFIED[target] = _stats(target)  # just written and hashed
     except OSError as exc:
         if (target / MANIFEST).exists() and damage(target) is None:
             return target  # another process finished the same entry first

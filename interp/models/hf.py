@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 
 from interp import validate
 from interp.errors import InterpError
+from interp.models import kernel
 from interp.models.config import read_config
 from interp.models.devices import Placement, check_device_map
 
@@ -85,6 +86,7 @@ def bridge_hf_model(model, name: str, tokenizer=None):
         bridge._tokenizer = tokenizer
         bridge.cfg.tokenizer_prepends_bos = default_bos(tokenizer) is not None
     bridge.eval()
+    kernel.install(bridge)  # SDPA unless a hook needs eager attention
     return bridge
 
 
@@ -228,6 +230,7 @@ def load_hub(name: str, embedded: list[str], place: Callable[[dict], Placement])
             f"embedded models: {', '.join(embedded)}"
         ) from None
     bridge.eval()
+    kernel.install(bridge)
     return bridge
 
 

@@ -1,12 +1,17 @@
 """Assembling a run's tensors: one prompt's slice of a batch capture, and the prompt's capture
-joined with one capture per generated token (KV-cache steps), as if from one forward pass."""
+joined with one capture per generated token (KV-cache steps), as if from one forward pass;
+the same for raw hook captures; per-token log-probs and entropies from the logits."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from interp.trace import streams
 from interp.trace.hooks import ROUTER_TENSORS, Capture
+from interp.vocab import log_probs
+
+STATS_ELEMENTS = 2**21  # logits per chunk of the per-token log-prob and entropy (8 MB)
 
 
 def slice_capture(cap: Capture, b: int, n: int, keys: int | None = None) -> dict[str, torch.Tensor]:
@@ -81,3 +86,39 @@ def concat_steps(parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, 
             out[name] = torch.cat([full] + rows, dim=2)
             assert out[name].shape[2] == total and n0 + len(rows) == total
     return out
+
+
+def is_pattern(name: str) -> bool:
+    # TL's [batch, head, query, key] hooks; every other hook is [batch, pos, ...].
+    return name.endswith(("hook_pattern", "hook_attn_scores"))
+
+
+def positions(name: str, t: torch.Tensor, n: int) -> torch.Tensor:
+    """One prompt's raw capture (batch axis gone) cut to its n real positions."""
+    return t[:, :n, :n] if is_pattern(name) else t[:n]
+
+
+def join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
+    """A raw capture over prompt + generated tokens, as if from one forward pass.
+
+    Each KV-cache step sees one query; attention rows are zero-padded to the final key count.
+    """
+    if not is_pattern(name):
+        return torch.cat(steps, dim=0)
+    keys = steps[-1].shape[-1]
+    return torch.cat([F.pad(t, (0, keys - t.shape[-1])) for t in steps], dim=-2)
+
+
+def token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p of each token given its prefix, and the entropy of the predicting distribution:
+    computed in float32 where the logits are, returned on the CPU."""
+    chosen, ent, ids = [], [], ids.to(logits.device)
+    # In row chunks small enough for the allocator to reuse (a few MB): a [pos vocab] temporary
+    # would triple the logits' memory, and fresh large blocks cost a page fault per 4 kB.
+    rows = max(1, STATS_ELEMENTS // logits.shape[-1])
+    for start in range(0, len(ids) - 1, rows):
+        logp = log_probs(logits[start : start + rows])[: len(ids) - 1 - start]
+        chosen.append(logp.gather(-1, ids[start + 1 : start + 1 + rows, None])[:, 0])
+        ent.append(-(logp.exp() * logp).sum(-1))
+    nan = torch.tensor([float("nan")])
+    return torch.cat([nan, *[c.cpu() for c in chosen]]), torch.cat([nan, *[e.cpu() for e in ent]])

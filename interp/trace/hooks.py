@@ -80,6 +80,19 @@ class Capture:
         self.head_read = LayerStack(1)  # [1 B T d] what the model's hc_head collapses them to
         self.head_pre = LayerStack(1)  # [1 B T N] and the weights it collapses them with
         self.pattern_hooks: list = []  # (HF attention module, pattern hook): see pattern_hooks
+        self.n_keys: int | None = None  # keys so far in a KV-cache step (set before each one)
+
+    def take(self) -> Capture:
+        """This forward's tensors, as a capture of their own; this one's stacks start empty
+        again, so hooks registered once fill a fresh set on every generation step."""
+        done = object.__new__(Capture)
+        for name, value in vars(self).items():
+            if isinstance(value, LayerStack):
+                kept = LayerStack(value.size, value.sparse)
+                kept.data, value.data = value.data, None
+                value = kept
+            setattr(done, name, value)
+        return done
 
 
 def to_host(tensor: torch.Tensor) -> torch.Tensor:
@@ -144,13 +157,15 @@ def _row_stats(pattern: torch.Tensor, k: int):
     return prob_entropy(pattern), top.values, top.indices
 
 
-def attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_keys=None):
+def attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths):
     """`rows` [B, nq]: query positions whose full rows are kept; `lengths`: real tokens per
-    prompt, so right-padding queries never add to the mass a key receives. `n_keys`: keys so
-    far; a sliding layer's KV-cache step sees only its window, the last keys, placed there."""
+    prompt, so right-padding queries never add to the mass a key receives. `cap.n_keys`: keys
+    so far; a sliding layer's KV-cache step sees only its window, the last keys, placed there."""
+    row_lists = None if rows is None else [r.tolist() for r in rows]
 
     def hook(pattern: torch.Tensor, hook) -> None:
         pattern = pattern.detach().float()  # [batch head query key], on the layer's device
+        n_keys = cap.n_keys
         if n_keys and pattern.shape[-1] < n_keys:
             pattern = torch.nn.functional.pad(pattern, (n_keys - pattern.shape[-1], 0))
         if keep_full:
@@ -171,10 +186,9 @@ def attention_hook(cap: Capture, layer: int, keep_full: bool, rows, lengths, n_k
             keys = torch.nn.functional.pad(keys, (0, pad), value=-1)
         cap.top_weights.put(layer, weights)
         cap.top_keys.put(layer, keys)
-        if rows is not None:
+        if row_lists is not None:
             cap.query_rows.put(
-                layer,
-                torch.stack([pattern[b][:, rows[b].tolist(), :] for b in range(pattern.shape[0])]),
+                layer, torch.stack([pattern[b][:, r, :] for b, r in enumerate(row_lists)])
             )
 
     return hook
@@ -246,6 +260,7 @@ def build_hooks(
     hybrid = "blocks.0.hook_mixer_out" in hook_names
     several = "blocks.0.attn_hc.hook_comb" in hook_names  # mHC: several residual streams
     cap = Capture(n_layers, n_routed, hybrid)
+    cap.n_keys = n_keys
     for layer in range(n_layers):
         prefix = f"blocks.{layer}"
         if "residual" in groups and several:
@@ -269,14 +284,14 @@ def build_hooks(
             if f"{prefix}.hook_mlp_out" in hook_names:
                 hooks.append((f"{prefix}.hook_mlp_out", _store(cap.mlp_out, layer)))
         if "attention" in groups and f"{prefix}.attn.hook_pattern" in hook_names:
-            hook = attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys)
+            hook = attention_hook(cap, layer, keep_full_attention, query_rows, lengths)
             hooks.append((f"{prefix}.attn.hook_pattern", hook))
     if "shapes" in groups:
         hooks += [(name, _shape_hook(cap, name)) for name in block_hook_names(hook_names, 0)]
     if "attention" in groups and hybrid:
         cap.pattern_hooks = [
             (hf_mixer(model, layer),
-             attention_hook(cap, layer, keep_full_attention, query_rows, lengths, n_keys))
+             attention_hook(cap, layer, keep_full_attention, query_rows, lengths))
             for layer, subs in enumerate(kinds) if subs[0].endswith("attention")
         ]  # fmt: skip
     return cap, hooks

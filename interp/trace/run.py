@@ -19,7 +19,6 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from interp import validate
 from interp.errors import InterpError
@@ -28,16 +27,14 @@ from interp.models.devices import input_device
 from interp.prompts import encode_text
 from interp.trace import assemble, frames, hooks, kinds, v4_attention
 from interp.trace.facts import ModelFacts
-from interp.trace.kv_cache import summary
-from interp.trace.memory import memory_rows
+from interp.trace.generate import generate
 from interp.trace.result import PromptRecord, Trace
 from interp.trace.routers import routers
-from interp.trace.sampling import Sampling, sampling_rows
-from interp.vocab import Hook, entropy, log_probs
+from interp.trace.sampling import Sampling
+from interp.vocab import Hook
 
 DEFAULT_CAPTURE = ("residual", "attention", "routing", "shapes")
 QUERY_POSITIONS = ("last", "all")
-STATS_ELEMENTS = 2**21  # logits per chunk of the per-token log-prob and entropy (8 MB)
 
 
 def trace(
@@ -102,7 +99,7 @@ def trace(
         if max_new_tokens == 0:
             records = run.forward_batch(sequences)
         else:
-            records = [run.generate(ids, max_new_tokens, sampling) for ids in sequences]
+            records = [generate(run, ids, max_new_tokens, sampling) for ids in sequences]
     if attached is not None:
         attached.fill(records, max_new_tokens)
     meta = {
@@ -223,8 +220,11 @@ class _Runner:
         self.device = input_device(model)
         self.routers = routers(model) if self.groups & {"routing", "routing_dense"} else {}
 
-    def _forward(self, ids, rows, past=None, lengths=None, cache=True, n_keys=None):
-        lengths = lengths or [ids.shape[1]] * ids.shape[0]
+    @contextlib.contextmanager
+    def hooked(self, rows, lengths, batch: int, n_keys=None):
+        """The user's hooks, then the capture hooks, installed for every forward run inside:
+        yields the `Capture` and the raw-capture dict they fill (generation takes both after
+        each step, so its hooks are registered once)."""
         captured, capture_hooks = hooks.build_hooks(
             self.model, self.groups, len(self.routers), self.keep_full, rows, lengths,
             self.hook_names, self.facts.layer_kinds, n_keys,
@@ -235,30 +235,42 @@ class _Runner:
             capture_hooks.append(
                 (name, lambda t, hook, name=name: raw_store.__setitem__(name, hooks.to_host(t)))
             )
-        ids = ids.to(self.device)
         # The user's hooks first: what is captured is what the model used.
         dense = "routing_dense" in self.groups
-        handles = hooks.router_hooks(captured, self.routers, ids.shape[0], dense)
+        handles = hooks.router_hooks(captured, self.routers, batch, dense)
         if "attention" in self.groups and self.facts.n_streams > 1:  # DeepSeek-V4: no hook_pattern
             handles += v4_attention.attention_handles(
                 self.model, self.facts, lambda layer: hooks.attention_hook(
-                    captured, layer, self.keep_full, rows, lengths, n_keys
-                ), n_keys, captured.compressed.put if self.keep_full else None,
+                    captured, layer, self.keep_full, rows, lengths
+                ), lambda: captured.n_keys, captured.compressed.put if self.keep_full else None,
             )  # fmt: skip
         handles += hooks.pattern_hooks(captured)
         try:
             with self.model.hooks(fwd_hooks=self.user_hooks + capture_hooks), _bridge_faults():
-                if not cache:  # one forward, no generation: a KV cache would only take memory
-                    logits = self.model(ids)
-                elif past is None:
-                    logits, past = self.model(ids, return_type="logits_and_cache", use_cache=True)
-                else:
-                    logits, past = self.model(
-                        ids, return_type="logits_and_cache", past_key_values=past
-                    )
+                yield captured, raw_store
         finally:
             for handle in handles:
                 handle.remove()
+
+    def call(self, ids, past=None, cache=True):
+        """One forward of the (hooked) model: logits, and the KV cache when `cache`."""
+        ids = ids.to(self.device)
+        if not cache:  # one forward, no generation: a KV cache would only take memory
+            return self.model(ids), None
+        if past is None:
+            return self.model(ids, return_type="logits_and_cache", use_cache=True)
+        return self.model(ids, return_type="logits_and_cache", past_key_values=past)
+
+    def with_user_hooks(self, ids):
+        """Logits of a forward with the user's hooks only (no capture, no cache)."""
+        with self.model.hooks(fwd_hooks=self.user_hooks), _bridge_faults():
+            return self.model(ids.to(self.device))
+
+    def forward(self, ids, rows, lengths=None, cache=True):
+        """One hooked forward over `ids` [batch pos]: (Capture, raw captures, logits, cache)."""
+        lengths = lengths or [ids.shape[1]] * ids.shape[0]
+        with self.hooked(rows, lengths, ids.shape[0]) as (captured, raw_store):
+            logits, past = self.call(ids, cache=cache)
         if captured.shapes:  # one block's shapes, once, from the first forward
             self.groups.discard("shapes")
             self.shapes = [
@@ -274,122 +286,14 @@ class _Runner:
         for b, seq in enumerate(sequences):
             ids[b, : len(seq)] = seq
         rows = torch.tensor([[n - 1] for n in lengths])
-        captured, raw, logits, _ = self._forward(ids, rows, lengths=lengths, cache=False)
+        captured, raw, logits, _ = self.forward(ids, rows, lengths=lengths, cache=False)
         records = []
         for b, n in enumerate(lengths):
             tensors = assemble.slice_capture(captured, b, n)
-            tensors.update({name: _positions(name, t[b], n) for name, t in raw.items()})
-            logprob, ent = _token_stats(logits[b, :n], ids[b, :n])
+            tensors.update({name: assemble.positions(name, t[b], n) for name, t in raw.items()})
+            logprob, ent = assemble.token_stats(logits[b, :n], ids[b, :n])
             query_logits = logits[b, n - 1 : n].float().cpu()
             records.append(
                 PromptRecord(ids[b, :n].clone(), n, logprob, ent, [n - 1], query_logits, tensors)
             )
         return records
-
-    def generate(self, prompt: torch.Tensor, steps: int, sampling: Sampling) -> PromptRecord:
-        generator = torch.Generator().manual_seed(sampling.seed)
-        n0 = len(prompt)
-        captured, raw, logits, past = self._forward(prompt[None], torch.tensor([[n0 - 1]]))
-        if past is None:  # the model keeps no KV cache (TL-native zoo models)
-            return self._generate_by_rerunning(prompt, steps, sampling, logits, generator)
-        parts = [assemble.slice_capture(captured, 0, n0)]
-        raw_parts = {name: [t[0]] for name, t in raw.items()}
-        ids, step_logits = prompt.tolist(), [logits[0, -1].float().cpu()]
-        logprob, ent = _token_stats(logits[0], prompt)
-        logprobs, entropies = list(logprob), list(ent)
-        record = PromptRecord(prompt, n0, logprob, ent, [n0 - 1], step_logits[0][None], {})
-        facts = self.facts
-        record.memory = [{"step": 0, **row} for row in memory_rows(facts, n0, past)]
-        for step in range(1, steps + 1):
-            last = step_logits[-1]
-            token = sampling.choose(last, generator)
-            record.sampling += sampling_rows(
-                step, len(ids), last, sampling, token, self.model.tokenizer
-            )
-            logprobs.append(log_probs(last)[token])
-            entropies.append(entropy(last))
-            ids.append(token)
-            captured, raw_step, logits, past = self._forward(
-                torch.tensor([[token]]), torch.tensor([[0]]), past, n_keys=len(ids)
-            )
-            parts.append(assemble.slice_capture(captured, 0, 1, keys=len(ids)))
-            for name, t in raw_step.items():
-                raw_parts[name].append(t[0])
-            step_logits.append(logits[0, -1].float().cpu())
-            rows = memory_rows(facts, len(ids), past)
-            record.memory += [{"step": step, **row} for row in rows]
-            record.kv_cache.append(summary(rows, facts, step, len(ids)))
-        record.ids = torch.tensor(ids)
-        record.logprob, record.entropy = torch.stack(logprobs), torch.stack(entropies)
-        record.query_positions = list(range(n0 - 1, len(ids)))
-        record.query_logits = torch.stack(step_logits)
-        record.tensors = assemble.concat_steps(parts, len(ids))
-        record.tensors.update({name: _join_steps(name, ts) for name, ts in raw_parts.items()})
-        return record
-
-    def _generate_by_rerunning(self, prompt, steps, sampling, logits, generator) -> PromptRecord:
-        """Generation for a model that keeps no KV cache: each token is chosen from a forward
-        over the whole sequence so far (the user's hooks see those forwards), then one forward
-        over prompt + continuation captures everything. A single-token step without a cache
-        would attend to nothing but itself."""
-        ids, rows = prompt.tolist(), []
-        last = logits[0, -1].float().cpu()
-        for step in range(1, steps + 1):
-            token = sampling.choose(last, generator)
-            rows += sampling_rows(step, len(ids), last, sampling, token, self.model.tokenizer)
-            ids.append(token)
-            if step < steps:
-                with self.model.hooks(fwd_hooks=self.user_hooks), _bridge_faults():
-                    last = self.model(torch.tensor([ids], device=self.device))[0, -1]
-                last = last.float().cpu()
-        n0, full = len(prompt), torch.tensor(ids)
-        queries = list(range(n0 - 1, len(ids)))
-        captured, raw, logits, _ = self._forward(full[None], torch.tensor([queries]), cache=False)
-        tensors = assemble.slice_capture(captured, 0, len(ids))
-        tensors.update({name: _positions(name, t[0], len(ids)) for name, t in raw.items()})
-        logprob, ent = _token_stats(logits[0], full)
-        query_logits = logits[0, n0 - 1 :].float().cpu()
-        record = PromptRecord(full, n0, logprob, ent, queries, query_logits, tensors)
-        record.sampling = rows
-        for step in range(steps + 1):  # what a KV cache would hold (nothing to measure)
-            memory = memory_rows(self.facts, n0 + step)
-            record.memory += [{"step": step, **row} for row in memory]
-            if step:
-                record.kv_cache.append(summary(memory, self.facts, step, n0 + step))
-        return record
-
-
-def _is_pattern(name: str) -> bool:
-    # TL's [batch, head, query, key] hooks; every other hook is [batch, pos, ...].
-    return name.endswith(("hook_pattern", "hook_attn_scores"))
-
-
-def _positions(name: str, t: torch.Tensor, n: int) -> torch.Tensor:
-    """One prompt's raw capture (batch axis gone) cut to its n real positions."""
-    return t[:, :n, :n] if _is_pattern(name) else t[:n]
-
-
-def _join_steps(name: str, steps: list[torch.Tensor]) -> torch.Tensor:
-    """A raw capture over prompt + generated tokens, as if from one forward pass.
-
-    Each KV-cache step sees one query; attention rows are zero-padded to the final key count.
-    """
-    if not _is_pattern(name):
-        return torch.cat(steps, dim=0)
-    keys = steps[-1].shape[-1]
-    return torch.cat([F.pad(t, (0, keys - t.shape[-1])) for t in steps], dim=-2)
-
-
-def _token_stats(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p of each token given its prefix, and the entropy of the predicting distribution:
-    computed in float32 where the logits are, returned on the CPU."""
-    chosen, ent, ids = [], [], ids.to(logits.device)
-    # In row chunks small enough for the allocator to reuse (a few MB): a [pos vocab] temporary
-    # would triple the logits' memory, and fresh large blocks cost a page fault per 4 kB.
-    rows = max(1, STATS_ELEMENTS // logits.shape[-1])
-    for start in range(0, len(ids) - 1, rows):
-        logp = log_probs(logits[start : start + rows])[: len(ids) - 1 - start]
-        chosen.append(logp.gather(-1, ids[start + 1 : start + 1 + rows, None])[:, 0])
-        ent.append(-(logp.exp() * logp).sum(-1))
-    nan = torch.tensor([float("nan")])
-    return torch.cat([nan, *[c.cpu() for c in chosen]]), torch.cat([nan, *[e.cpu() for e in ent]])

@@ -45,10 +45,11 @@ def to_tokens(weights: torch.Tensor, n_compressed: int, rate: int, n_keys: int) 
     return sliding + compressed
 
 
-def attention_handles(model, facts, make_hook, n_keys: int | None, keep_compressed=None) -> list:
+def attention_handles(model, facts, make_hook, n_keys, keep_compressed=None) -> list:
     """Forward hooks on each layer's transformers attention module; `make_hook(layer)` is the
-    trace's pattern hook (interp.trace.hooks) fed with the token pattern; `keep_compressed
-    (layer, pattern)`, when given, is fed the compressed entries' share of it."""
+    trace's pattern hook (interp.trace.hooks) fed with the token pattern; `n_keys()`: keys so
+    far in a KV-cache step, None in a forward over the prompt; `keep_compressed(layer,
+    pattern)`, when given, is fed the compressed entries' share of it."""
     rates = facts.memory_shapes.get("compress_rates", {})
     handles = []
     for layer, kinds in enumerate(facts.layer_kinds):
@@ -59,7 +60,7 @@ def attention_handles(model, facts, make_hook, n_keys: int | None, keep_compress
 
         def forward_hook(mod, args, output, hook=hook, rate=rate, layer=layer) -> None:
             weights = output[1]
-            total = n_keys or weights.shape[-2]
+            total = n_keys() or weights.shape[-2]
             compressor = getattr(mod, "compressor", None)
             n_compressed = 0 if compressor is None else _compressed_len(weights, total, rate)
             sliding, compressed = by_source(weights, n_compressed, rate, total)

@@ -252,7 +252,9 @@ def test_blocking_changes_attn_out_only_at_the_query_rows(smollm):
 
     ids = interp.trace(smollm, PASSWORD, capture=()).records[0].ids
     hooks = cv.blocking_hooks([SEVEN], [len(ids) - 1], smollm.cfg.n_layers)
-    base = interp.trace(smollm, ids, capture=("residual",)).tensor("attn_out")
+    # The same kernel for both: a hook_pattern hook runs TL's eager attention.
+    unchanged = [(name, lambda p, hook: p) for name, _ in cv.blocking_hooks([], [], len(hooks))]
+    base = interp.trace(smollm, ids, capture=("residual",), fwd_hooks=unchanged).tensor("attn_out")
     cut = interp.trace(smollm, ids, capture=("residual",), fwd_hooks=hooks).tensor("attn_out")
     torch.testing.assert_close(cut[:, :-1], base[:, :-1])
     assert (cut[:, -1] - base[:, -1]).norm(dim=-1).min() > 1e-3

@@ -34,7 +34,11 @@ def coverage_check(model, ids: torch.Tensor, n_prompt: int, cov, prompt: int = 0
     uncovered, top = cv.blocking_sets(cov, prompt)
     sets = {"uncovered": uncovered, "top": top}
     queries = cv.predicting_positions(n_prompt, len(ids))
-    base = trace(model, ids, capture=())
+    # On the blocked runs' kernel: their hook_pattern hooks run TL's eager attention, which
+    # differs from the default kernel by float rounding (interp.models.kernel).
+    unchanged = [(name, lambda pattern, hook: pattern)
+                 for name, _ in cv.blocking_hooks([], [], model.cfg.n_layers)]  # fmt: skip
+    base = trace(model, ids, capture=(), fwd_hooks=unchanged)
     blocked, greedy = {}, {}
     for name, keys in sets.items():
         if not keys:  # the hooks would change nothing: skip two runs, same numbers

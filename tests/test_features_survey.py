@@ -121,6 +121,7 @@ def test_resume_after_an_interruption_keeps_the_same_tables(tiny_moe, sae, surve
         pd.testing.assert_frame_equal(resumed.tables[name], surveyed.tables[name])
 
 
+@pytest.mark.slow  # torchrun subprocesses
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed")
 def test_torchrun_two_ranks_equals_one_process(sae, tmp_path):
     def command(out, *launcher):

@@ -122,6 +122,7 @@ def test_kill_and_resume_gives_identical_counts(corpus_file, uninterrupted, tmp_
     _same(Survey.load(out), uninterrupted)
 
 
+@pytest.mark.slow  # torchrun subprocesses
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed")
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_torchrun_ranks_equal_one_process(corpus_file, uninterrupted, tmp_path, ranks):

@@ -203,6 +203,7 @@ def test_bad_routing_is_one_line_and_writes_nothing(surveys, tmp_path, capsys, c
     assert set(tmp_path.iterdir()) == before  # no output dir, no temporary left
 
 
+@pytest.mark.slow  # torchrun subprocesses
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed")
 def test_torchrun_splits_shards_by_file(surveys, tmp_path):
     """Three shards (whole batches each) over two ranks equal one process over the three."""

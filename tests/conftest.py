@@ -66,6 +66,21 @@ def random_olmoe(tmp_path_factory):
     return interp.load(str(path))
 
 
+def random_llama(tmp_path_factory, n_layers: int):
+    """The directory of a random tiny Llama without a tokenizer: grouped-query attention (4
+    query heads on 2 KV heads), rotary positions, seed 2."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=n_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(2)
+    path = tmp_path_factory.mktemp("llama")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return path
+
+
 def nemotron_h_config(**overrides):
     """A tiny Nemotron-H: Mamba2, MoE (sigmoid + bias + groups, a shared expert), attention
     (no positional encoding), Mamba2, dense MLP."""

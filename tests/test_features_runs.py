@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_llama
 from feature_files import HOOK, np_encode, weights, write_saelens
 
 import interp
@@ -16,21 +17,7 @@ from interp.runs.features import ablate_features, dictionary_metrics, steer_feat
 
 @pytest.fixture(scope="module")
 def llama_path(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    config = LlamaConfig(
-        vocab_size=101,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(2)
-    path = tmp_path_factory.mktemp("llama")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    return path
+    return random_llama(tmp_path_factory, n_layers=2)
 
 
 @pytest.fixture(scope="module")

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from conftest import random_llama
+from transformers import AutoModelForCausalLM
 
 import interp
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    config = LlamaConfig(
-        vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    torch.manual_seed(2)
-    path = tmp_path_factory.mktemp("llama")
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    return path
+    return random_llama(tmp_path_factory, n_layers=3)
 
 
 @pytest.fixture(scope="module")

@@ -147,21 +147,33 @@ def _stats(entry: Path) -> tuple:
     )
 
 
+_NO_ENTRY = "no entry"
+
+
+def _problem(target: Path) -> str | None:
+    """None if the entry at `target` is whole: found whole earlier in this process with no
+    file in it changed since, or matching its manifest now; else what is wrong with it
+    (`_NO_ENTRY` where there is none)."""
+    try:
+        stats = _stats(target)
+    except OSError:
+        return _NO_ENTRY
+    if _VERIFIED.get(target) == stats:
+        return None
+    if not (target / MANIFEST).exists():
+        return _NO_ENTRY
+    problem = damage(target)
+    if problem is None:
+        _VERIFIED[target] = stats
+    return problem
+
+
 def verified(source: Path, kind: str) -> Path | None:
     """`source`'s cache entry of `kind` if it is there and matches its manifest, else None
     (a damaged entry is left for `get_or_build` to rebuild). Checked once per process while
     no file in it changes."""
     target = entry_dir(source, kind)
-    try:
-        stats = _stats(target)
-    except OSError:
-        return None
-    if _VERIFIED.get(target) == stats:
-        return target
-    if (target / MANIFEST).exists() and damage(target) is None:
-        _VERIFIED[target] = stats
-        return target
-    return None
+    return target if _problem(target) is None else None
 
 
 def get_or_build(source: Path, kind: str, build: Callable[[Path], None]) -> Path:
@@ -170,11 +182,11 @@ def get_or_build(source: Path, kind: str, build: Callable[[Path], None]) -> Path
     Built in a temporary sibling (named with this process's id) and renamed into place, so an
     interrupted build never leaves a half-written entry, and a killed one is swept next time.
     """
-    if (hit := verified(source, kind)) is not None:
-        return hit
     target = entry_dir(source, kind)
-    if (target / MANIFEST).exists():
-        problem = damage(target)
+    problem = _problem(target)  # checked once: a damaged entry's hashes are not read twice
+    if problem is None:
+        return target
+    if problem is not _NO_ENTRY:
         print(f"interp: rebuilding the cached conversion of {source.name}: {problem}",
               file=sys.stderr)  # fmt: skip
     try:

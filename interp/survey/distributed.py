@@ -38,18 +38,14 @@ def setup(model) -> Ranks:
     if world == 1:
         cpu = torch.device("cpu")
         return Ranks(0, 1, cpu if model is None else next(model.parameters()).device)
-    if model is None:
-        if not dist.is_initialized():
-            dist.init_process_group(backend="gloo")
-        return Ranks(dist.get_rank(), dist.get_world_size(), torch.device("cpu"))
+    gpu = model is not None and torch.cuda.is_available()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
+        dist.init_process_group(backend="nccl" if gpu else "gloo")
+    device = torch.device("cpu")
+    if gpu:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
         model.to(device)
-    else:
-        device = torch.device("cpu")
     return Ranks(dist.get_rank(), dist.get_world_size(), device)
 
 

@@ -35,13 +35,14 @@ HOOK = "blocks.{layer}.mixer.hook_in_proj"
 COLUMNS = ["prompt", "layer", "head", "query", "key", "weight"]
 
 
-def mamba_layers(model) -> list[int]:
-    return [i for i, kinds in enumerate(layer_kinds(model, [])) if "mamba2" in kinds]
+def mamba_layers(kinds: list[tuple[str, ...]]) -> list[int]:
+    """The Mamba2 layers of `layer_kinds` (a model's, or a trace's `facts.layer_kinds`)."""
+    return [i for i, subs in enumerate(kinds) if "mamba2" in subs]
 
 
 def ssm_captures(model) -> list[str]:
     """The hook names `effective_attention` reads, one per Mamba2 layer."""
-    return [HOOK.format(layer=layer) for layer in mamba_layers(model)]
+    return [HOOK.format(layer=layer) for layer in mamba_layers(layer_kinds(model, []))]
 
 
 def mixer(model, layer: int):
@@ -88,7 +89,7 @@ def effective_attention(trace, model, layers: list[int] | None = None) -> pd.Dat
     `layers`) and prompt of a trace that captured `ssm_captures(model)`. Weights are not
     normalised and may be negative (C·B is a dot product)."""
     if layers is None:
-        layers = [i for i, kinds in enumerate(trace.facts.layer_kinds) if "mamba2" in kinds]
+        layers = mamba_layers(trace.facts.layer_kinds)
     heads = trace.facts.memory_shapes.get("mamba_heads", 0)
     pairs = sum(len(r.ids) * (len(r.ids) + 1) // 2 for r in trace.records)
     check_fits(pairs * heads * len(layers) * ROW_BYTES, "the effective attention frame")
